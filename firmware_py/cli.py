@@ -1,0 +1,122 @@
+"""The `liuhen` command line.
+
+Owns: parsing arguments (argparse), turning failures into one clear message and a
+documented exit status. Must not: contain the logic of any command.
+
+Exit status: 0 success; 2 bad usage; 69 a configured device is absent; 73 the data
+directory cannot be created; 75 another liuhen holds the data directory; 78 bad
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from firmware_py import __version__
+from firmware_py.config import ConfigError, load, render_markdown
+from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
+from hw.media import DeviceError
+
+log = logging.getLogger("liuhen")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from firmware_py.view import LiveView, LogView, StatusView
+
+    config = load(args.config)
+    data_dir = Path(args.data or config.unit.data_dir)
+    live = args.live if args.live is not None else sys.stdout.isatty()
+    view: StatusView = (
+        LiveView(config.unit.device_id, str(data_dir)) if live else LogView(args.status_every)
+    )
+    try:
+        return Daemon(config, data_dir, view).run()
+    finally:
+        view.close()
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    print(f"{args.config}: valid configuration for unit {config.unit.device_id}")
+    return 0
+
+
+def _cmd_config_doc(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_markdown())
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from hw.microphone import PortAudioSource
+
+    with PortAudioSource._portaudio() as pa:
+        devices = PortAudioSource.input_devices(pa)
+    for index, name in devices:
+        print(f"{index:3d}  {name}")
+    if not devices:
+        print("no PortAudio input devices")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liuhen", description="Evidence recorder (留痕).")
+    parser.add_argument("--version", action="version", version=f"liuhen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the recorder daemon")
+    run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+    run.add_argument("--data", type=Path, help="data directory (overrides unit.data_dir)")
+    run.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live status panel (default: when stdout is a terminal)",
+    )
+    run.add_argument(
+        "--status-every",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between status lines without --live (default 10)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    cfg = sub.add_parser("config", help="check a configuration or print its reference")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=_cmd_config_check)
+    doc = cfg_sub.add_parser("doc", help="print docs/CONFIG.md")
+    doc.set_defaults(func=_cmd_config_doc)
+
+    devices = sub.add_parser("devices", help="list PortAudio input devices")
+    devices.set_defaults(func=_cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"liuhen: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except DeviceError as exc:
+        print(f"liuhen: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except DataDirError as exc:
+        print(f"liuhen: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Configuration: one TOML file, validated completely before anything else happens.
+
+Owns: the schema of every key (type, default, valid range, meaning), loading and
+validating a file, and rendering docs/CONFIG.md from the schema so the document cannot
+drift from the code. Must not: open devices or touch the data directory.
+
+Errors name the key and the problem: ``recorder.pre_event_seconds: must be <= 120
+(got 300)``; unknown keys are refused, because a misspelt key silently ignored is a
+setting an operator believes in and the unit does not have.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; ``str()`` lists every problem, one per line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class UnitConfig(_Section):
+    device_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+            description="Identity of this unit; part of every file name and, later, of the device certificate.",
+        ),
+    ]
+    data_dir: str = Field(
+        "/var/lib/liuhen",
+        description="Where evidence, the index and recovery files live. `liuhen run --data` overrides it.",
+    )
+
+
+class CameraConfig(_Section):
+    kind: Literal["simulated", "pi"] = Field(
+        description="`pi`: picamera2 with the hardware H.264 encoder. `simulated`: a libx264-encoded test pattern with the wall-clock time drawn in."
+    )
+    width: int = Field(1280, ge=160, le=1920, multiple_of=16, description="Frame width in pixels.")
+    height: int = Field(720, ge=120, le=1088, multiple_of=2, description="Frame height in pixels.")
+    fps: int = Field(30, ge=5, le=60, description="Frames per second.")
+    bitrate: int = Field(
+        4_000_000, ge=200_000, le=25_000_000, description="Target H.264 bit rate, bits per second."
+    )
+    gop_seconds: float = Field(
+        1.0, ge=0.5, le=2.0, description="Keyframe interval. Segments start on keyframes."
+    )
+
+
+class MicrophoneConfig(_Section):
+    kind: Literal["portaudio", "tone", "none"] = Field(
+        "portaudio",
+        description="`portaudio`: an input device through PyAudio. `tone`: a generated tone (no sound card). `none`: video only.",
+    )
+    device: str = Field(
+        "default",
+        min_length=1,
+        description="PortAudio input device, by exact name or a unique part of it (`liuhen devices` lists them).",
+    )
+    sample_rate: Literal[16000, 22050, 24000, 32000, 44100, 48000] = Field(
+        48000, description="Samples per second, mono."
+    )
+    bitrate: int = Field(
+        64_000, ge=16_000, le=256_000, description="AAC bit rate, bits per second."
+    )
+
+
+class RecorderConfig(_Section):
+    autostart: bool = Field(
+        False,
+        description="Start recording at launch (fixed hearing-room units, continuous recording).",
+    )
+    pre_event_seconds: float = Field(
+        30,
+        ge=0,
+        le=120,
+        description="Media kept in memory before the record command and put at the start of the recording. 0 still keeps the GOP in progress.",
+    )
+    pre_event_audio: bool = Field(True, description="Keep audio in the pre-event buffer too.")
+    segment_seconds: float = Field(
+        60,
+        ge=5,
+        le=900,
+        description="Length of each evidence file; a new file begins at the first keyframe after this.",
+    )
+    fragment_seconds: float = Field(
+        0.5,
+        ge=0.2,
+        le=1.0,
+        description="Length of each fsync'ed fragment: the most media a power cut can lose, plus the time the muxer holds packets to interleave them.",
+    )
+
+    @field_validator("pre_event_seconds", "segment_seconds", "fragment_seconds")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class Config(_Section):
+    unit: UnitConfig
+    camera: CameraConfig
+    microphone: MicrophoneConfig = MicrophoneConfig()
+    recorder: RecorderConfig = RecorderConfig()
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind == "missing":
+        return f"{where}: required but missing"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"
+
+
+def parse(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, str(path))
+
+
+def _constraints(field: Any) -> str:
+    parts = []
+    for meta in field.metadata:
+        for attr, sym in (
+            ("ge", ">="),
+            ("gt", ">"),
+            ("le", "<="),
+            ("lt", "<"),
+            ("multiple_of", "multiple of"),
+        ):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{sym} {value}")
+        for attr, label in (
+            ("min_length", "length >="),
+            ("max_length", "length <="),
+            ("pattern", "matches"),
+        ):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{label} `{value}`")
+    annotation = field.annotation
+    if getattr(annotation, "__origin__", None) is Literal:
+        parts.append("one of " + ", ".join(f"`{a}`" for a in annotation.__args__))
+    return "; ".join(parts)
+
+
+def render_markdown() -> str:
+    """docs/CONFIG.md, generated from the schema (`liuhen config doc`)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `liuhen config doc` from firmware_py/config.py; a test keeps it in step. -->",
+        "",
+        "One TOML file, given as `liuhen run --config FILE`. Every key is checked before the",
+        "unit touches its data directory or opens a device; unknown keys, wrong types and",
+        "out-of-range values are refused with a message naming the key, and the daemon exits",
+        "with status 78 (EX_CONFIG). `liuhen config check FILE` runs the same checks.",
+        "",
+    ]
+    for section_name, section_field in Config.model_fields.items():
+        model = section_field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        required = section_field.is_required()
+        lines += [f"## [{section_name}]" + (" (required)" if required else ""), ""]
+        lines += ["| key | default | valid | meaning |", "| --- | --- | --- | --- |"]
+        for key, field in model.model_fields.items():
+            default = (
+                "*required*" if field.is_required() else f"`{field.default!r}`".replace("'", '"')
+            )
+            default = default.replace("True", "true").replace("False", "false")
+            lines.append(
+                f"| `{key}` | {default} | {_constraints(field)} | {field.description or ''} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

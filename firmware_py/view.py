@@ -1,0 +1,136 @@
+"""What the person at the terminal sees: a live panel on a TTY, log lines otherwise.
+
+Owns: rendering recorder status and events for humans (`make demo`, `liuhen run` in a
+shell, the journal under systemd). Must not: decide anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Protocol
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from hw.clock import monotonic_us
+from recorder.recorder import RecorderEvent, RecorderStatus
+
+log = logging.getLogger("liuhen")
+
+_STATE_STYLE = {
+    "recording": "bold white on red",
+    "ready": "bold green",
+    "fault": "bold yellow on red",
+}
+
+
+class StatusView(Protocol):
+    def status(self, status: RecorderStatus) -> None: ...
+
+    def event(self, event: RecorderEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def describe_event(event: RecorderEvent) -> str:
+    d = event.detail
+    if event.kind == "segment_sealed":
+        return (
+            f"sealed {d['name']}  {(d['media_end_us'] - d['media_start_us']) / 1e6:.1f} s  "
+            f"{d['bytes'] / 1e6:.1f} MB  sha256 {d['sha256'][:16]}…"
+        )
+    if event.kind == "recording_started":
+        return f"recording {d['recording_id']} started by {d['trigger']}, {d['pre_event_s']:.1f} s of pre-event media kept"
+    if event.kind == "recording_stopped":
+        return f"recording {d['recording_id']} stopped ({d['reason']})"
+    if event.kind == "interrupted":
+        return (
+            f"recovered {d['name']} after an interruption: {d['state']}, kept {d['kept_bytes']} bytes, "
+            f"torn tail {d['torn_bytes']} bytes set aside"
+        )
+    return f"{event.kind}: {d}"
+
+
+def describe_status(s: RecorderStatus) -> str:
+    now = monotonic_us()
+    ages = " ".join(f"{k} {(now - t) / 1e6:.1f}s ago" for k, t in sorted(s.last_packet_us.items()))
+    seg = (
+        f" segment {s.segment} {s.segment_media_s:.1f}s {s.segment_bytes / 1e6:.1f}MB"
+        if s.segment
+        else ""
+    )
+    fault = f" FAULT: {s.fault}" if s.fault else ""
+    return (
+        f"state={s.state}{seg} sealed={s.segments_sealed} pre-event={s.ring_s:.1f}s "
+        f"last packets: {ages or 'none'}{fault}"
+    )
+
+
+class LogView:
+    """One status line every ``every`` seconds and one line per event, through logging."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every, self._last = every, 0.0
+
+    def status(self, status: RecorderStatus) -> None:
+        if time.monotonic() - self._last >= self._every:
+            self._last = time.monotonic()
+            log.info("%s", describe_status(status))
+
+    def event(self, event: RecorderEvent) -> None:
+        log.info("%s", describe_event(event))
+
+    def close(self) -> None:
+        pass
+
+
+class LiveView:
+    """A panel redrawn in place, for `make demo` and interactive use."""
+
+    def __init__(self, device_id: str, data_dir: str) -> None:
+        self._device, self._data = device_id, data_dir
+        self._events: deque[str] = deque(maxlen=8)
+        self._status = RecorderStatus()
+        self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def _render(self) -> Table:
+        s = self._status
+        now = monotonic_us()
+        table = Table(
+            title=f"liuhen {self._device} — data in {self._data}   (Ctrl-C seals and stops)"
+        )
+        table.add_column("", style="dim", no_wrap=True)
+        table.add_column("")
+        table.add_row("state", f"[{_STATE_STYLE.get(s.state, 'bold')}] {s.state.upper()} [/]")
+        if s.fault:
+            table.add_row("fault", f"[bold red]{s.fault}[/]")
+        table.add_row("segment", s.segment or "—")
+        if s.segment:
+            table.add_row("", f"{s.segment_media_s:5.1f} s   {s.segment_bytes / 1e6:6.2f} MB")
+        if s.last_durable_us:
+            table.add_row(
+                "on disk", f"up to {(now - s.last_durable_us) / 1e6:.1f} s ago (fsync'ed)"
+            )
+        table.add_row("sealed", str(s.segments_sealed))
+        table.add_row("pre-event", f"{s.ring_s:.1f} s in memory")
+        for kind, t in sorted(s.last_packet_us.items()):
+            table.add_row(kind, f"last packet {(now - t) / 1e3:.0f} ms ago")
+        table.add_row("queue", str(s.queued))
+        table.add_row("events", "\n".join(self._events) or "—")
+        return table
+
+    def status(self, status: RecorderStatus) -> None:
+        self._status = status
+        self._live.update(self._render())
+
+    def event(self, event: RecorderEvent) -> None:
+        self._events.append(f"{event.at[11:19]} {describe_event(event)}")
+        log.debug("%s", describe_event(event))
+
+    def close(self) -> None:
+        self._live.update(self._render())
+        self._live.stop()

@@ -1,0 +1,45 @@
+"""The unit's one media clock, and the mapping from it to wall-clock time.
+
+Owns: reading CLOCK_MONOTONIC (all media timestamps) and CLOCK_REALTIME (what a court
+reads). Must not: set or step the clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def monotonic_us() -> int:
+    """CLOCK_MONOTONIC in microseconds: the timeline every packet is stamped on."""
+    return time.monotonic_ns() // 1000
+
+
+def sleep_until_us(deadline_us: int) -> None:
+    delay = deadline_us - monotonic_us()
+    if delay > 0:
+        time.sleep(delay / 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """A simultaneous reading of both clocks, to place monotonic times on the calendar."""
+
+    monotonic_us: int
+    wall_ns: int
+
+    @classmethod
+    def now(cls) -> ClockReading:
+        wall = time.time_ns()
+        mono = monotonic_us()
+        return cls(monotonic_us=mono, wall_ns=wall)
+
+    def wall_for(self, mono_us: int) -> datetime:
+        """Wall-clock time (UTC) of a monotonic instant, by this reading's offset."""
+        ns = self.wall_ns + (mono_us - self.monotonic_us) * 1000
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def utc_iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,174 @@
+"""ISO BMFF (MP4) box structure: just enough to find fragment boundaries.
+
+Owns: reading top-level box headers, from a file or from a stream of written bytes, and
+the definition of a *fragment* used everywhere in liuhen (docs/FORMAT.md):
+
+- the init part is every byte before the first top-level ``moof`` box (ftyp + moov);
+- fragment *i* runs from the *i*-th top-level ``moof`` to the next ``moof`` or the end.
+
+Must not: interpret media. Only the 8/16-byte box headers are parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    type: str
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def parse_header(header: bytes, offset: int, file_size: int | None = None) -> tuple[str, int, int]:
+    """(type, size, header length) of a box header; size 0 means "to end of file"."""
+    size, kind = struct.unpack(">I4s", header[:8])
+    hlen = 8
+    if size == 1:
+        (size,) = struct.unpack(">Q", header[8:16])
+        hlen = 16
+    elif size == 0 and file_size is not None:
+        size = file_size - offset
+    return kind.decode("latin-1"), size, hlen
+
+
+def iter_boxes(f: BinaryIO, file_size: int) -> Iterator[Box]:
+    """Top-level boxes of a file, stopping at the first one that is cut short or malformed."""
+    offset = 0
+    while offset + 8 <= file_size:
+        f.seek(offset)
+        header = f.read(16)
+        kind, size, hlen = parse_header(header, offset, file_size)
+        if size < hlen or offset + size > file_size:
+            return
+        yield Box(kind, offset, size)
+        offset += size
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The init part (index 0) or a fragment (index >= 1) as a byte range and its hash."""
+
+    index: int
+    offset: int
+    length: int
+    sha256: str
+
+
+def whole_fragment_prefix(boxes: list[Box]) -> int:
+    """Length of the longest prefix that is init + whole fragments (moof followed by mdat)."""
+    end = 0
+    seen_moov = False
+    i = 0
+    while i < len(boxes):
+        box = boxes[i]
+        if box.type == "moof":
+            if not seen_moov or i + 1 >= len(boxes) or boxes[i + 1].type != "mdat":
+                break
+            end = boxes[i + 1].end
+            i += 2
+            continue
+        if box.type == "moov":
+            seen_moov = True
+            end = box.end
+        elif seen_moov and box.type not in ("free", "skip", "sidx", "prft", "styp", "emsg"):
+            break
+        i += 1
+    return end if seen_moov else 0
+
+
+def hash_parts(f: BinaryIO, boxes: list[Box], length: int) -> list[Part]:
+    """Hash the init part and each fragment within the first ``length`` bytes."""
+    starts = [0] + [b.offset for b in boxes if b.type == "moof" and b.offset < length]
+    parts = []
+    for index, start in enumerate(starts):
+        stop = starts[index + 1] if index + 1 < len(starts) else length
+        f.seek(start)
+        h = hashlib.sha256()
+        remaining = stop - start
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise OSError(f"file shorter than expected at offset {stop - remaining}")
+            h.update(chunk)
+            remaining -= len(chunk)
+        parts.append(Part(index, start, stop - start, h.hexdigest()))
+    return parts
+
+
+class StreamingPartHasher:
+    """Hashes bytes as they are written, split into the init part and fragments.
+
+    Fed the exact byte stream a muxer writes (strictly sequential, never seeking back),
+    it gives the same parts as ``hash_parts`` over the finished file, without reading
+    the file again.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+        self.file_sha256 = hashlib.sha256()
+        self.position = 0
+        self._part_start = 0
+        self._part_hash = hashlib.sha256()
+        self._box_left = 0  # bytes of the current box body still to come
+        self._header = b""
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self.file_sha256.update(view)
+        while view:
+            if self._box_left:
+                n = min(self._box_left, len(view))
+                self._part_hash.update(view[:n])
+                self._box_left -= n
+                self.position += n
+                view = view[n:]
+                continue
+            need = 8 if len(self._header) < 8 else 16
+            take = min(need - len(self._header), len(view))
+            self._header += bytes(view[:take])
+            view = view[take:]
+            if len(self._header) < 8:
+                continue
+            if struct.unpack(">I", self._header[:4])[0] == 1 and len(self._header) < 16:
+                continue
+            self._begin_box()
+
+    def _begin_box(self) -> None:
+        kind, size, _ = parse_header(self._header, self.position)
+        header, self._header = self._header, b""
+        box_start = self.position
+        if kind == "moof":
+            self._close_part(box_start)
+        self._part_hash.update(header)
+        self.position += len(header)
+        self._box_left = max(0, size - len(header)) if size else 1 << 62
+
+    def _close_part(self, at: int) -> None:
+        if at > self._part_start:
+            self.parts.append(
+                Part(
+                    len(self.parts),
+                    self._part_start,
+                    at - self._part_start,
+                    self._part_hash.hexdigest(),
+                )
+            )
+        self._part_start = at
+        self._part_hash = hashlib.sha256()
+
+    def finish(self) -> list[Part]:
+        """Close the last part; the stream must end on a box boundary."""
+        if self._box_left or self._header:
+            raise ValueError("stream ended inside a box")
+        self._close_part(self.position)
+        return list(self.parts)

@@ -1,0 +1,182 @@
+"""Writing one segment as fragmented MP4, durably, fragment by fragment.
+
+Owns: the PyAV muxer for one file, fsync after every fragment the muxer emits, hashing
+each part as it is written, and sealing (fsync, atomic rename, read-only).
+Must not: decide where segments start or end (recorder.py does), or sign anything.
+
+Container choice (docs/decisions/0001-container.md): fragmented MP4 with an empty moov,
+one ``moof``+``mdat`` fragment per ``fragment_us`` of media, no ``mfra`` trailer, and
+timestamps kept on the recording's continuous timeline (``avoid_negative_ts=disabled``),
+so consecutive files join with no gap and no overlap and any truncated file still plays
+up to its last whole fragment.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from hw.media import AudioFormat, EncodedPacket
+from recorder.boxes import Part, StreamingPartHasher
+
+_US = Fraction(1, 1_000_000)
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer+frag_discont"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def video_template(keyframe: bytes) -> av.VideoStream:
+    """A stream description (size, profile, SPS/PPS) read from a keyframe by libavformat."""
+    probe = av.open(io.BytesIO(keyframe), format="h264")
+    stream = probe.streams.video[0]
+    if not stream.codec_context.extradata:
+        raise ValueError("first video packet of a segment carries no SPS/PPS")
+    return stream
+
+
+class _DurableSink:
+    """The file object PyAV writes into: hashes every byte and fsyncs on request."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self.hasher = StreamingPartHasher()
+        self.unsynced = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        total = len(view)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.hasher.update(data)
+        self.unsynced += total
+        return total
+
+    def sync(self) -> bool:
+        if not self.unsynced:
+            return False
+        os.fsync(self._fd)
+        self.unsynced = 0
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class WrittenSegment:
+    """What a sealed file holds: its hashes, parts and media span (µs on the timeline)."""
+
+    path: Path
+    size: int
+    sha256: str
+    parts: list[Part]
+    media_start_us: int
+    media_end_us: int
+    video_frames: int
+    audio_frames: int
+
+
+@dataclass
+class SegmentWriter:
+    """One ``.part`` file being written; ``seal()`` turns it into the final read-only file.
+
+    Packet times are given on CLOCK_MONOTONIC; ``origin_us`` is the monotonic time that
+    becomes media time zero for the whole recording.
+    """
+
+    final_path: Path
+    first_keyframe: EncodedPacket
+    audio: AudioFormat | None
+    origin_us: int
+    fragment_us: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.part_path = self.final_path.with_name(self.final_path.name + ".part")
+        self._sink = _DurableSink(self.part_path)
+        fsync_dir(self.part_path.parent)  # the .part file itself survives a power cut
+        options = {
+            "movflags": MOVFLAGS,
+            "frag_duration": str(self.fragment_us),
+            "flush_packets": "1",
+            "avoid_negative_ts": "disabled",
+        }
+        self._out = av.open(self._sink, "w", format="mp4", options=options)
+        self._out.metadata.update(self.metadata)
+        self._video = self._out.add_stream_from_template(video_template(self.first_keyframe.data))
+        self._video.time_base = Fraction(1, 90_000)
+        self._audio = None
+        if self.audio is not None:
+            self._audio = self._out.add_stream("aac", rate=self.audio.sample_rate)
+            self._audio.layout = "mono" if self.audio.channels == 1 else "stereo"
+        self.media_start_us = self.first_keyframe.pts_us - self.origin_us
+        self.media_end_us = self.media_start_us
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.durable_media_us = self.media_start_us
+
+    def write(self, packet: EncodedPacket) -> None:
+        stream = self._video if packet.kind == "video" else self._audio
+        if stream is None:
+            return
+        av_packet = av.Packet(packet.data)
+        av_packet.pts = av_packet.dts = packet.pts_us - self.origin_us
+        av_packet.duration = packet.duration_us
+        av_packet.time_base = _US
+        av_packet.is_keyframe = packet.keyframe
+        av_packet.stream = stream
+        self._out.mux(av_packet)
+        if packet.kind == "video":
+            self.video_frames += 1
+            self.media_end_us = max(self.media_end_us, packet.end_us - self.origin_us)
+        else:
+            self.audio_frames += 1
+        if self._sink.sync():
+            # Everything muxed before this packet's fragment is now on disk.
+            self.durable_media_us = packet.pts_us - self.origin_us
+
+    @property
+    def bytes_written(self) -> int:
+        return self._sink.hasher.position
+
+    def seal(self, mode: int = 0o444) -> WrittenSegment:
+        """Flush the last fragment, fsync, rename into place atomically, make read-only."""
+        self._out.close()
+        self._sink.sync()
+        self._sink.close()
+        parts = self._sink.hasher.finish()
+        os.chmod(self.part_path, mode)
+        os.rename(self.part_path, self.final_path)
+        fsync_dir(self.final_path.parent)
+        self.durable_media_us = self.media_end_us
+        return WrittenSegment(
+            path=self.final_path,
+            size=self._sink.hasher.position,
+            sha256=self._sink.hasher.file_sha256.hexdigest(),
+            parts=parts,
+            media_start_us=self.media_start_us,
+            media_end_us=self.media_end_us,
+            video_frames=self.video_frames,
+            audio_frames=self.audio_frames,
+        )
+
+    def abandon(self) -> None:
+        """Drop the muxer without finishing it; the ``.part`` file is left for recovery."""
+        try:
+            self._sink.close()
+        finally:
+            self._out = None  # type: ignore[assignment]

@@ -1,0 +1,158 @@
+"""The SQLite index of recordings, segments and events in the data directory.
+
+Owns: the schema and every read and write of ``index.sqlite`` (sqlite-utils, WAL,
+synchronous=FULL so a committed row survives a power cut). Must not: hold media, or be
+the only copy of anything a verifier needs (the evidence files and, later, the ledger
+files beside them are the truth; the index makes them quick to find).
+
+A segment row is written *before* its file is created (state ``open``) and updated when
+the file is sealed (``sealed``) or recovered after a crash (``recovered``): an intent
+journal, so recovery knows what was in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from recorder.fmp4 import WrittenSegment
+
+SCHEMA_VERSION = 1
+
+
+class IndexUnavailable(RuntimeError):
+    """The index could not be opened or is not one of ours; the message says why."""
+
+
+class Index:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, path: Path) -> Index:
+        try:
+            conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+            db = Database(conn)
+            db.enable_wal()
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise IndexUnavailable(
+                    f"{path}: index schema {version} is newer than this liuhen ({SCHEMA_VERSION})"
+                )
+            index = cls(db)
+            index._create()
+            return index
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnavailable(f"{path}: not a usable SQLite index ({exc})") from exc
+
+    def _create(self) -> None:
+        db = self.db
+        db.table("recordings").create(
+            {"id": int, "trigger": str, "started_at": str, "stopped_at": str, "stop_reason": str},
+            pk="id",
+            if_not_exists=True,
+        )
+        db.table("segments").create(
+            {
+                "id": int,
+                "name": str,
+                "recording_id": int,
+                "seq": int,
+                "state": str,
+                "mono_start_us": int,
+                "wall_start": str,
+                "wall_end": str,
+                "media_start_us": int,
+                "media_end_us": int,
+                "bytes": int,
+                "sha256": str,
+                "parts": str,
+                "video_frames": int,
+                "audio_frames": int,
+            },
+            pk="id",
+            if_not_exists=True,
+        )
+        db.table("segments").create_index(["name"], unique=True, if_not_exists=True)
+        db.table("events").create(
+            {"id": int, "kind": str, "mono_us": int, "at": str, "detail": str},
+            pk="id",
+            if_not_exists=True,
+        )
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # recordings -----------------------------------------------------------------------
+    def begin_recording(self, trigger: str, started_at: str) -> int:
+        table = self.db.table("recordings")
+        table.insert({"trigger": trigger, "started_at": started_at})
+        return int(table.last_pk)  # type: ignore[arg-type]
+
+    def end_recording(self, recording_id: int, reason: str, stopped_at: str) -> None:
+        self.db.table("recordings").update(
+            recording_id, {"stop_reason": reason, "stopped_at": stopped_at}
+        )
+
+    # segments -------------------------------------------------------------------------
+    def add_open_segment(self, **fields: Any) -> int:
+        table = self.db.table("segments")
+        table.insert({**fields, "state": "open"})
+        return int(table.last_pk)  # type: ignore[arg-type]
+
+    def close_segment(
+        self, name: str, written: WrittenSegment, state: str, wall_end: str
+    ) -> dict[str, Any]:
+        row = self.segment(name)
+        if row is None:
+            raise KeyError(name)
+        self.db.table("segments").update(
+            row["id"],
+            {
+                "state": state,
+                "wall_end": wall_end,
+                "media_start_us": written.media_start_us,
+                "media_end_us": written.media_end_us,
+                "bytes": written.size,
+                "sha256": written.sha256,
+                "parts": json.dumps([[p.offset, p.length, p.sha256] for p in written.parts]),
+                "video_frames": written.video_frames,
+                "audio_frames": written.audio_frames,
+            },
+        )
+        updated = self.segment(name)
+        assert updated is not None
+        return updated
+
+    def set_state(self, name: str, state: str) -> None:
+        self.db.execute("UPDATE segments SET state = ? WHERE name = ?", [state, name])
+
+    def segment(self, name: str) -> dict[str, Any] | None:
+        rows = list(self.db.table("segments").rows_where("name = ?", [name]))
+        return rows[0] if rows else None
+
+    def segments(self, state: str | None = None) -> list[dict[str, Any]]:
+        if state is None:
+            return list(self.db.table("segments").rows_where(order_by="id"))
+        return list(self.db.table("segments").rows_where("state = ?", [state], order_by="id"))
+
+    def next_recording_seq(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM recordings").fetchone()
+        return int(row[0]) + 1
+
+    # events ---------------------------------------------------------------------------
+    def add_event(self, kind: str, mono_us: int, at: str, detail: dict[str, Any]) -> int:
+        table = self.db.table("events")
+        table.insert({"kind": kind, "mono_us": mono_us, "at": at, "detail": json.dumps(detail)})
+        return int(table.last_pk)  # type: ignore[arg-type]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("kind = ?", [kind]) if kind else (None, [])
+        rows = self.db.table("events").rows_where(where, args, order_by="id")
+        return [{**r, "detail": json.loads(r["detail"])} for r in rows]

@@ -1,0 +1,163 @@
+"""Recovery after a crash or power cut: close what was being written, lose nothing more.
+
+Owns: finding segment files left unfinished (``.part``) or half-registered, cutting each
+at its last whole fragment, keeping the torn tail bytes aside (nothing the unit wrote is
+destroyed), sealing it read-only marked ``recovered``, and recording the interruption.
+Must not: guess media that is not on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from hw.clock import ClockReading, utc_iso
+from recorder.boxes import hash_parts, iter_boxes, whole_fragment_prefix
+from recorder.fmp4 import WrittenSegment, fsync_dir
+from recorder.index import Index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MediaSpan:
+    start_us: int
+    end_us: int
+    video_frames: int
+    audio_frames: int
+
+
+def probe_media(path: Path) -> MediaSpan:
+    """Media span of a file on the recording timeline, read back through libavformat."""
+    start: int | None = None
+    end = 0
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.pts is None or packet.stream.type not in counts:
+                continue
+            counts[packet.stream.type] += 1
+            if packet.stream.type != "video":
+                continue
+            tb = packet.time_base
+            pts = int(packet.pts * tb * 1_000_000)
+            start = pts if start is None else min(start, pts)
+            end = max(end, int((packet.pts + (packet.duration or 0)) * tb * 1_000_000))
+    return MediaSpan(start or 0, end, counts["video"], counts["audio"])
+
+
+def read_segment(path: Path, length: int | None = None) -> WrittenSegment:
+    """Hashes and media span of a finished (or cut) segment file."""
+    size = path.stat().st_size if length is None else length
+    with open(path, "rb") as f:
+        boxes = list(iter_boxes(f, size))
+        parts = hash_parts(f, boxes, size)
+        f.seek(0)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    span = probe_media(path)
+    return WrittenSegment(
+        path=path,
+        size=size,
+        sha256=digest,
+        parts=parts,
+        media_start_us=span.start_us,
+        media_end_us=span.end_us,
+        video_frames=span.video_frames,
+        audio_frames=span.audio_frames,
+    )
+
+
+@dataclass(frozen=True)
+class Recovered:
+    name: str
+    state: str  # recovered | sealed | empty | missing
+    kept_bytes: int
+    torn_bytes: int
+    media_end_us: int | None
+
+
+def _save_tail(part: Path, keep: int, torn_dir: Path) -> int:
+    size = part.stat().st_size
+    if size <= keep:
+        return 0
+    torn_dir.mkdir(exist_ok=True)
+    tail = torn_dir / (part.name.removesuffix(".part") + ".tail")
+    with open(part, "rb") as src, open(tail, "wb") as dst:
+        src.seek(keep)
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.chmod(tail, 0o444)
+    fsync_dir(torn_dir)
+    return size - keep
+
+
+def recover_part(part: Path, index: Index) -> Recovered:
+    """Cut one ``.part`` file at its last whole fragment and seal it as recovered."""
+    final = part.with_name(part.name.removesuffix(".part"))
+    size = part.stat().st_size
+    with open(part, "rb") as f:
+        boxes = list(iter_boxes(f, size))
+    keep = whole_fragment_prefix(boxes)
+    has_media = any(b.type == "moof" and b.end <= keep for b in boxes)
+    torn = _save_tail(part, keep, part.parent / "torn")
+    name = final.name
+    if index.segment(name) is None:
+        index.add_open_segment(name=name, recording_id=None, seq=None)
+    clock = ClockReading.now()
+    with open(part, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    if not has_media:
+        # Nothing playable was written: the bytes are kept under torn/, the row says so.
+        os.unlink(part)
+        fsync_dir(part.parent)
+        index.set_state(name, "empty")
+        return Recovered(name, "empty", 0, torn, None)
+    os.chmod(part, 0o444)
+    os.rename(part, final)
+    fsync_dir(final.parent)
+    written = read_segment(final)
+    index.close_segment(name, written, "recovered", utc_iso(clock.wall_for(clock.monotonic_us)))
+    return Recovered(name, "recovered", keep, torn, written.media_end_us)
+
+
+def recover(evidence_dir: Path, index: Index) -> list[Recovered]:
+    """Bring every interrupted segment to a sealed state; record each interruption."""
+    results: list[Recovered] = []
+    for part in sorted(evidence_dir.glob("*.part")):
+        log.warning("recovering interrupted segment %s", part.name)
+        results.append(recover_part(part, index))
+    for row in index.segments(state="open"):
+        final = evidence_dir / row["name"]
+        if final.exists():  # crashed between rename and index update: it was sealed
+            written = read_segment(final)
+            index.close_segment(row["name"], written, "sealed", row.get("wall_end") or "")
+            results.append(Recovered(row["name"], "sealed", written.size, 0, written.media_end_us))
+        else:  # crashed before the file was created: nothing was ever written
+            index.set_state(row["name"], "missing")
+            results.append(Recovered(row["name"], "missing", 0, 0, None))
+    if results:
+        clock = ClockReading.now()
+        for r in results:
+            index.add_event(
+                "interrupted",
+                clock.monotonic_us,
+                utc_iso(clock.wall_for(clock.monotonic_us)),
+                {
+                    "segment": r.name,
+                    "state": r.state,
+                    "kept_bytes": r.kept_bytes,
+                    "torn_bytes": r.torn_bytes,
+                    "media_end_us": r.media_end_us,
+                },
+            )
+        index.db.execute("UPDATE recordings SET stop_reason='interrupted' WHERE stopped_at IS NULL")
+    return results
