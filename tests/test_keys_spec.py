@@ -10,7 +10,7 @@ from signer.keys import InvalidKeySpec, KeySpec, KeyUnavailable, open_backend
 
 
 def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(InvalidKeySpec, match="'hsm'.*pkcs11, tpm2, software"):
+    with pytest.raises(InvalidKeySpec, match=r"'hsm'.*pkcs11, tpm2, software"):
         KeySpec(kind="hsm")  # type: ignore[arg-type]
 
 
