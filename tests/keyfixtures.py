@@ -23,7 +23,8 @@ from pathlib import Path
 import pkcs11
 import pytest
 
-from signer.keys import DEFAULT_TPM_HANDLE, KeySpec
+from signer.identity import DevCA, make_dev_ca
+from signer.keys import DEFAULT_TPM_HANDLE, KeyBackend, KeySpec, init_key
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_LABEL = "liuhen"
@@ -261,3 +262,29 @@ def make_fragmented_mp4(path: Path, frames: int = 12, gop: int = 4) -> Path:
 @pytest.fixture(name="fmp4")
 def fmp4_fixture(tmp_path: Path) -> Path:
     return make_fragmented_mp4(tmp_path / "segment.mp4")
+
+
+# ---------------------------------------------------------------------------
+# A device key of each kind, and a development CA
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(name="device_backend", params=["pkcs11", "tpm2", "software"])
+def device_backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyBackend]:
+    """A freshly created device key, once per kind of key store."""
+    kind = request.param
+    if kind == "pkcs11":
+        softhsm: SoftHsm = request.getfixturevalue("softhsm")
+        spec = softhsm.spec(f"test-{uuid.uuid4().hex[:12]}")
+    elif kind == "tpm2":
+        swtpm: Swtpm = request.getfixturevalue("swtpm")
+        spec = swtpm.spec()
+    else:
+        spec = KeySpec(kind="software", path=str(tmp_path / "device.key"))
+    with init_key(spec) as backend:
+        yield backend
+
+
+@pytest.fixture(name="dev_ca")
+def dev_ca_fixture(tmp_path: Path) -> DevCA:
+    return make_dev_ca(tmp_path / "dev-ca")
