@@ -67,10 +67,12 @@ def _check_chain(chain_pem: str, backend: KeyBackend) -> None:
         chain = load_chain_pem(chain_pem)
     except ValueError as e:
         raise C2paEmbedError(f"certificate chain: not PEM certificates ({e})") from e
-    if len(chain) < 2:
+    if not chain:
+        raise C2paEmbedError("certificate chain: empty; give the device certificate first")
+    if chain[0].issuer == chain[0].subject:
         raise C2paEmbedError(
-            "certificate chain: give the device certificate and its intermediate "
-            "(C2PA validators refuse a lone or self-signed signing certificate)"
+            "certificate chain: the device certificate is self-signed; C2PA validators "
+            "cannot anchor it, use a CA-issued certificate (identity.issue_device_cert)"
         )
     if chain[0].public_key() != backend.public_key():
         raise C2paEmbedError(

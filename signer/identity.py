@@ -323,8 +323,11 @@ def self_signed_device_cert(
     """A self-signed device certificate, signed through the backend.
 
     For ``liuhen keys cert`` without a CA: it binds the device id to the key for the
-    ledger. C2PA validators refuse self-signed signing certificates, so Content
-    Credentials need ``issue_device_cert`` (or a real CA's certificate from a CSR).
+    ledger only. C2PA does not accept it as a signing credential in practice: c2pa-rs
+    refuses self-signed CA:TRUE leaves, and reads this CA:FALSE one as "Valid"
+    (untrusted) unless that very certificate is a trust anchor, one per device.
+    Content Credentials need ``issue_device_cert`` (or a real CA's certificate from
+    ``make_csr``); ``c2pa_embed.embed_manifest`` refuses a self-signed chain.
     """
     public_key = backend.public_key()
     now = _now()

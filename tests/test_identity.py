@@ -237,8 +237,11 @@ def test_c2pa_refusals(
     ):
         embed_manifest(fmp4, tmp_path / "a.mp4", other, chain, CLAIM)
 
-    with pytest.raises(C2paEmbedError, match="device certificate and its intermediate"):
-        embed_manifest(fmp4, tmp_path / "b.mp4", device_backend, identity.chain_pem(cert), CLAIM)
+    self_signed = identity.self_signed_device_cert(device_backend, "unit-0001")
+    with pytest.raises(C2paEmbedError, match="the device certificate is self-signed"):
+        embed_manifest(
+            fmp4, tmp_path / "b.mp4", device_backend, identity.chain_pem(self_signed), CLAIM
+        )
 
     # A key that fails while c2pa is signing: the real reason comes out, no file is left.
     device_backend.close()

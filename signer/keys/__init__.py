@@ -16,7 +16,9 @@ before a backend that needs them is asked for.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 from typing import Protocol, cast
 
 from signer.keys.adapter import BackendPrivateKey
@@ -74,20 +76,31 @@ def _module(spec: KeySpec) -> _BackendModule:
     return cast(_BackendModule, module)
 
 
+def _self_tested(backend: KeyBackend) -> KeyBackend:
+    """Sign one throw-away digest, so a key that cannot sign (wrong TPM auth value, a
+    token that refuses the mechanism) fails when opened, not at the first segment."""
+    try:
+        backend.sign_digest(hashlib.sha256(b"liuhen key self-test" + os.urandom(16)).digest())
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
 def open_backend(spec: KeySpec) -> KeyBackend:
-    """Open the existing key described by ``spec``.
+    """Open the existing key described by ``spec``, and check that it signs.
 
     Raises KeyUnavailable (module/token/TPM/file missing, wrong PIN, no such key, key
     not P-256 or extractable) with a message naming the backend, where it looked and
     what failed.
     """
-    return _module(spec).open_key(spec)
+    return _self_tested(_module(spec).open_key(spec))
 
 
 def init_key(spec: KeySpec) -> KeyBackend:
-    """Create the key described by ``spec`` and return it opened.
+    """Create the key described by ``spec`` and return it opened and checked.
 
     Raises KeyAlreadyExists if a key is already there (nothing is changed), and
     KeyUnavailable as ``open_backend`` does.
     """
-    return _module(spec).create_key(spec)
+    return _self_tested(_module(spec).create_key(spec))
