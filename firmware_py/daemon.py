@@ -15,13 +15,16 @@ import fcntl
 import logging
 import os
 import queue
+import shutil
 import signal
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from firmware_py.config import Config
+from firmware_py.control import ControlServer
 from firmware_py.devices import build_camera, build_microphone, check_devices
 from firmware_py.view import StatusView
 from hw.clock import ClockReading, monotonic_us, utc_iso
@@ -61,6 +64,10 @@ class DataDir:
     def lock(self) -> Path:
         return self.root / "liuhen.lock"
 
+    @property
+    def control(self) -> Path:
+        return self.root / "control.sock"
+
     def prepare(self) -> int:
         """Create the layout and take the lock; returns the lock's file descriptor."""
         try:
@@ -85,6 +92,7 @@ class Daemon:
         self.view = view
         self._events: queue.SimpleQueue[RecorderEvent] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._recorder: Recorder | None = None
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self._stop.set()
@@ -131,9 +139,12 @@ class Daemon:
             microphone.format if microphone else None,
             self._events.put,
         )
+        self._recorder = recorder
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         recorder.run_in_thread()
+        control = ControlServer(self.data.control, self.handle_request)
+        control.start()
         camera.start(recorder.sink)
         if microphone:
             microphone.start(recorder.sink)
@@ -146,6 +157,7 @@ class Daemon:
                 self.view.status(recorder.status())
         finally:
             log.info("stopping: sealing what is being written")
+            control.close()
             recorder.close()
             camera.stop()
             if microphone:
@@ -155,6 +167,33 @@ class Daemon:
             self.view.close()
             index.close()
         return EX_OK
+
+    def status(self) -> dict[str, Any]:
+        assert self._recorder is not None
+        usage = shutil.disk_usage(self.data.root)
+        return {
+            "device_id": self.config.unit.device_id,
+            **asdict(self._recorder.status()),
+            "storage_free_bytes": usage.free,
+            "storage_total_bytes": usage.total,
+        }
+
+    def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A request from the control socket (see firmware_py.control)."""
+        assert self._recorder is not None
+        cmd = request["cmd"]
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "record":
+            action = request.get("action")
+            if action == "start":
+                self._recorder.start(str(request.get("trigger", "ctl")))
+            elif action == "stop":
+                self._recorder.stop(str(request.get("reason", "ctl")))
+            else:
+                return {"ok": False, "error": 'record needs "action": "start" or "stop"'}
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}; known: status, record"}
 
     def _drain(self, index: Index, timeout: float) -> None:
         try:

@@ -103,6 +103,34 @@ class SimulatedCamera:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def _encode(
+        self, enc: av.VideoCodecContext, index: int, pts_us: int, duration_us: int, text: str
+    ) -> list[EncodedPacket]:
+        frame = self._pattern.frame(index, f"{text}  #{index}")
+        frame.pts, frame.time_base = pts_us, _US
+        return [
+            EncodedPacket(
+                kind="video",
+                data=bytes(packet),
+                pts_us=int(packet.pts if packet.pts is not None else pts_us),
+                duration_us=duration_us,
+                keyframe=bool(packet.is_keyframe),
+            )
+            for packet in enc.encode(frame)
+        ]
+
+    def packets(self, start_us: int, count: int) -> list[EncodedPacket]:
+        """``count`` frames encoded as fast as possible (tests, benchmarks): same bytes
+        as the paced camera would make, timestamps as if captured from ``start_us``."""
+        enc = self._encoder()
+        fps = self.format.fps
+        out: list[EncodedPacket] = []
+        for i in range(count):
+            pts = start_us + i * 1_000_000 // fps
+            duration = start_us + (i + 1) * 1_000_000 // fps - pts
+            out += self._encode(enc, i, pts, duration, f"frame {i}")
+        return out
+
     def _run(self, enc: av.VideoCodecContext, sink: PacketSink) -> None:
         fps = self.format.fps
         frame_us = round(1_000_000 / fps)
@@ -118,20 +146,10 @@ class SimulatedCamera:
                 index += skip
                 continue
             sleep_until_us(due)
-            text = (
-                time.strftime("%Y-%m-%d %H:%M:%S") + f".{(time.time_ns() // 1_000_000) % 1000:03d}"
-            )
-            frame = self._pattern.frame(index, f"{text}  #{index}")
-            frame.pts, frame.time_base = due, _US
+            now_ns = time.time_ns()
+            text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now_ns / 1e9))
+            text += f".{now_ns // 1_000_000 % 1000:03d}"
             duration = t0 + (index + 1) * 1_000_000 // fps - due
-            for packet in enc.encode(frame):
-                sink(
-                    EncodedPacket(
-                        kind="video",
-                        data=bytes(packet),
-                        pts_us=int(packet.pts if packet.pts is not None else due),
-                        duration_us=duration,
-                        keyframe=bool(packet.is_keyframe),
-                    )
-                )
+            for packet in self._encode(enc, index, due, duration, text):
+                sink(packet)
             index += 1

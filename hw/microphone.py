@@ -142,6 +142,57 @@ class PortAudioSource:
             self._pa = None
 
 
+class AacEncoder:
+    """Mono s16le PCM in 1024-sample frames -> AAC packets stamped in microseconds."""
+
+    def __init__(self, sample_rate: int, bitrate: int) -> None:
+        enc = av.CodecContext.create("aac", "w")
+        assert isinstance(enc, av.AudioCodecContext)
+        enc.sample_rate = sample_rate
+        enc.layout = "mono"
+        enc.format = "fltp"
+        enc.bit_rate = bitrate
+        enc.time_base = Fraction(1, sample_rate)
+        enc.open()
+        self._enc, self.rate = enc, sample_rate
+
+    def encode(self, pcm: bytes, pts_samples: int) -> list[EncodedPacket]:
+        """Encode one frame of PCM whose first sample is at ``pts_samples`` (1/rate units)."""
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if samples.size != AAC_FRAME:
+            samples = np.resize(samples, AAC_FRAME)
+        frame = av.AudioFrame.from_ndarray(
+            (samples.astype(np.float32) / 32768.0).reshape(1, -1), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = self.rate, pts_samples, self._enc.time_base
+        return self._packets(self._enc.encode(frame))
+
+    def flush(self) -> list[EncodedPacket]:
+        return self._packets(self._enc.encode(None))
+
+    def _packets(self, packets: list[av.Packet]) -> list[EncodedPacket]:
+        out = []
+        for packet in packets:
+            if packet.pts is None:
+                continue
+            start = round(packet.pts * 1e6 / self.rate)
+            end = round((packet.pts + AAC_FRAME) * 1e6 / self.rate)
+            out.append(EncodedPacket("audio", bytes(packet), start, end - start, keyframe=True))
+        return out
+
+
+def tone_packets(
+    sample_rate: int, start_us: int, seconds: float, bitrate: int = 64_000
+) -> list[EncodedPacket]:
+    """AAC packets of a generated tone, encoded as fast as possible (tests, benchmarks)."""
+    source, encoder = ToneSource(sample_rate), AacEncoder(sample_rate, bitrate)
+    first = round(start_us * sample_rate / 1e6)
+    out: list[EncodedPacket] = []
+    for n in range(0, int(seconds * sample_rate), AAC_FRAME):
+        out += encoder.encode(source.read(AAC_FRAME), first + n)
+    return out + encoder.flush()
+
+
 class AacMicrophone:
     """A PCM source encoded to mono AAC in 1024-sample frames on its own thread."""
 
@@ -153,22 +204,12 @@ class AacMicrophone:
         self._stop = threading.Event()
         self.resyncs = 0
 
-    def _encoder(self) -> av.AudioCodecContext:
-        enc = av.CodecContext.create("aac", "w")
-        assert isinstance(enc, av.AudioCodecContext)
-        enc.sample_rate = self.format.sample_rate
-        enc.layout = "mono"
-        enc.format = "fltp"
-        enc.bit_rate = self._bitrate
-        enc.time_base = Fraction(1, self.format.sample_rate)
-        enc.open()
-        return enc
-
     def start(self, sink: PacketSink) -> None:
+        encoder = AacEncoder(self.format.sample_rate, self._bitrate)
         self.source.open()
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(self._encoder(), sink), name="microphone", daemon=True
+            target=self._run, args=(encoder, sink), name="microphone", daemon=True
         )
         self._thread.start()
 
@@ -179,7 +220,7 @@ class AacMicrophone:
             self._thread = None
         self.source.close()
 
-    def _run(self, enc: av.AudioCodecContext, sink: PacketSink) -> None:
+    def _run(self, encoder: AacEncoder, sink: PacketSink) -> None:
         rate = self.format.sample_rate
         frame_us = AAC_FRAME * 1_000_000 / rate
         anchor_us: int | None = None
@@ -194,44 +235,18 @@ class AacMicrophone:
             except Exception as exc:
                 log.error("microphone read failed: %s", exc)
                 break
-            now = monotonic_us()
-            captured_us = now - round(frame_us)
+            captured_us = monotonic_us() - round(frame_us)
             if anchor_us is None:
                 anchor_us, samples = captured_us, 0
             else:
-                expected = anchor_us + round(samples * 1e6 / rate)
-                if captured_us - expected > RESYNC_US:
-                    log.warning(
-                        "audio fell %d ms behind; re-anchoring", (captured_us - expected) // 1000
-                    )
+                behind = captured_us - (anchor_us + round(samples * 1e6 / rate))
+                if behind > RESYNC_US:
+                    log.warning("audio fell %d ms behind; re-anchoring", behind // 1000)
                     self.resyncs += 1
                     samples = round((captured_us - anchor_us) * rate / 1e6)
             pts = round(anchor_us * rate / 1e6) + samples
             samples += AAC_FRAME
-            pcm16 = np.frombuffer(pcm, dtype="<i2")
-            if pcm16.size != AAC_FRAME:
-                pcm16 = np.resize(pcm16, AAC_FRAME)
-            frame = av.AudioFrame.from_ndarray(
-                (pcm16.astype(np.float32) / 32768.0).reshape(1, -1), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts, frame.time_base = rate, pts, enc.time_base
-            for packet in enc.encode(frame):
-                self._emit(packet, rate, sink)
-        for packet in enc.encode(None):
-            self._emit(packet, rate, sink)
-
-    @staticmethod
-    def _emit(packet: av.Packet, rate: int, sink: PacketSink) -> None:
-        if packet.pts is None:
-            return
-        start = round(packet.pts * 1e6 / rate)
-        end = round((packet.pts + AAC_FRAME) * 1e6 / rate)
-        sink(
-            EncodedPacket(
-                kind="audio",
-                data=bytes(packet),
-                pts_us=start,
-                duration_us=end - start,
-                keyframe=True,
-            )
-        )
+            for packet in encoder.encode(pcm, pts):
+                sink(packet)
+        for packet in encoder.flush():
+            sink(packet)

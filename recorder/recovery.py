@@ -106,6 +106,8 @@ def recover_part(part: Path, index: Index) -> Recovered:
         boxes = list(iter_boxes(f, size))
     keep = whole_fragment_prefix(boxes)
     has_media = any(b.type == "moof" and b.end <= keep for b in boxes)
+    if not has_media:
+        keep = 0  # a header without media plays nothing: set every byte aside
     torn = _save_tail(part, keep, part.parent / "torn")
     name = final.name
     if index.segment(name) is None:

@@ -1,0 +1,38 @@
+# make demo  — install what is missing, then record on simulated hardware with a live view
+# make test  — install what is missing, lint, then run the whole suite
+# make bench — performance figures (docs/PERFORMANCE.md)
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.liuhen-installed
+DEMO_DATA ?= build/demo-data
+DEMO_SECONDS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint deps bench clean docs
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	scripts/bootstrap.sh
+	touch $@
+
+demo: deps
+	@echo "Recording on simulated hardware into $(DEMO_DATA). Ctrl-C seals the segment and stops."
+	@echo "In another terminal: $(BIN)/liuhen ctl --data $(DEMO_DATA) status | record stop | record start"
+	$(if $(DEMO_SECONDS),timeout -s INT $(DEMO_SECONDS)) $(BIN)/liuhen run --config examples/sim.toml --data $(DEMO_DATA) --live \
+		|| [ $$? -eq 124 ]
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+docs: deps
+	$(BIN)/liuhen config doc > docs/CONFIG.md
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
