@@ -17,7 +17,15 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
 	touch $@
 
-demo: deps
+DEMO_KEYS := build/demo-keys
+
+$(DEMO_KEYS)/device.pem: | deps
+	@mkdir -p $(DEMO_KEYS)
+	[ -d $(DEMO_KEYS)/ca ] || $(BIN)/liuhen keys dev-ca $(DEMO_KEYS)/ca
+	[ -f $(DEMO_KEYS)/device.key ] || $(BIN)/liuhen keys init --config examples/sim.toml
+	$(BIN)/liuhen keys cert --config examples/sim.toml --ca $(DEMO_KEYS)/ca
+
+demo: deps $(DEMO_KEYS)/device.pem
 	@echo "Recording on simulated hardware into $(DEMO_DATA). Ctrl-C seals the segment and stops."
 	@echo "In another terminal: $(BIN)/liuhen ctl --data $(DEMO_DATA) status | record stop | record start"
 	$(if $(DEMO_SECONDS),timeout -s INT $(DEMO_SECONDS)) $(BIN)/liuhen run --config examples/sim.toml --data $(DEMO_DATA) --live \

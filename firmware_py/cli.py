@@ -15,10 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
-from firmware_py import __version__
+from firmware_py import __version__, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
 from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
 from hw.media import DeviceError
+from signer.keys import KeyBackendError
 
 log = logging.getLogger("liuhen")
 
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctl.set_defaults(func=_cmd_ctl)
 
+    keys_cli.add_parser(sub)
+
     devices = sub.add_parser("devices", help="list PortAudio input devices")
     devices.set_defaults(func=_cmd_devices)
     return parser
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"liuhen: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyBackendError as exc:
+        print(f"liuhen: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -108,11 +108,69 @@ class RecorderConfig(_Section):
         return v
 
 
+class KeysConfig(_Section):
+    kind: Literal["pkcs11", "tpm2", "software"] = Field(
+        description="Where the device signing key lives. `pkcs11`: a token through its PKCS#11 module (tpm2-pkcs11, ATECC608 via cryptoauthlib, YubiHSM, Nitrokey; SoftHSM2 in tests). `tpm2`: a TPM 2.0 directly. `software`: a PEM file, for development only; every entry it signs says so and `liuhen verify` warns."
+    )
+    module: str | None = Field(None, description="pkcs11: path of the PKCS#11 module (.so).")
+    token_label: str | None = Field(None, description="pkcs11: label of the token.")
+    pin_file: str | None = Field(
+        None,
+        description="pkcs11/tpm2: file whose first line is the user PIN (not readable by others). PINs never go in this file.",
+    )
+    key_label: str = Field(
+        "liuhen-device", min_length=1, description="pkcs11: label of the key pair."
+    )
+    path: str | None = Field(None, description="software: path of the PEM private key.")
+    tcti: str | None = Field(
+        None, description="tpm2: TCTI string, e.g. `device:/dev/tpmrm0`; default: the TSS default."
+    )
+    tpm_handle: int = Field(0x81010001, description="tpm2: persistent handle of the key.")
+    certificate: str | None = Field(
+        None,
+        description="Device certificate, PEM, leaf first then intermediates (`liuhen keys cert`). It travels with the evidence as `device.pem`; C2PA needs one issued by a CA.",
+    )
+
+    @model_validator(mode="after")
+    def _spec_is_complete(self) -> KeysConfig:
+        from signer.keys import InvalidKeySpec
+
+        try:
+            self.spec()
+        except InvalidKeySpec as exc:
+            raise ValueError(str(exc).replace("KeySpec", "keys")) from None
+        return self
+
+    def spec(self) -> Any:
+        """The signer.keys.KeySpec this section describes."""
+        from signer.keys import KeySpec
+
+        return KeySpec(
+            kind=self.kind,
+            module=self.module,
+            token_label=self.token_label,
+            pin_file=self.pin_file,
+            key_label=self.key_label,
+            path=self.path,
+            tcti=self.tcti,
+            tpm_handle=self.tpm_handle,
+        )
+
+
+class SignerConfig(_Section):
+    c2pa: bool = Field(
+        True,
+        description="Embed a C2PA manifest, signed by the device key, in every sealed segment (needs a CA-issued certificate).",
+    )
+
+
 class Config(_Section):
     unit: UnitConfig
     camera: CameraConfig
-    microphone: MicrophoneConfig = MicrophoneConfig()
-    recorder: RecorderConfig = RecorderConfig()
+    keys: KeysConfig
+    microphone: MicrophoneConfig = Field(default_factory=MicrophoneConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    signer: SignerConfig = Field(default_factory=SignerConfig)
 
 
 def _describe(error: Any) -> str:
@@ -122,6 +180,8 @@ def _describe(error: Any) -> str:
         return f"{where}: unknown key"
     if kind == "missing":
         return f"{where}: required but missing"
+    if kind == "value_error":
+        return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"

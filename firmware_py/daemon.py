@@ -31,6 +31,7 @@ from hw.clock import ClockReading, monotonic_us, utc_iso
 from recorder.index import Index
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
+from signer.sealer import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,17 @@ class Daemon:
         self._events: queue.SimpleQueue[RecorderEvent] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._recorder: Recorder | None = None
+        self._sealer: Sealer | None = None
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self._stop.set()
 
     def _record_event(self, index: Index, event: RecorderEvent) -> None:
-        if event.kind != "segment_sealed":  # segments have their own table
-            index.add_event(event.kind, event.mono_us, event.at, event.detail)
+        detail = {"name": event.detail["name"]} if event.kind == "segment_sealed" else event.detail
+        index.add_event(event.kind, event.mono_us, event.at, detail)  # the sealer's journal
         self.view.event(event)
+        if self._sealer is not None:
+            self._sealer.notify()
 
     def run(self) -> int:
         check_devices(self.config)  # raises DeviceError before the data dir is touched
@@ -122,6 +126,16 @@ class Daemon:
                     asdict(r),
                 )
             )
+        sealer = Sealer(
+            self.data.evidence,
+            self.data.index,
+            cfg.unit.device_id,
+            cfg.keys.spec(),
+            Path(cfg.keys.certificate) if cfg.keys.certificate else None,
+            cfg.signer.c2pa,
+        )
+        self._sealer = sealer
+        sealer.run_in_thread()
         camera = build_camera(cfg.camera, label=cfg.unit.device_id)
         microphone = build_microphone(cfg.microphone)
         settings = RecorderSettings(
@@ -163,6 +177,7 @@ class Daemon:
             if microphone:
                 microphone.stop()
             self._drain(index, timeout=0)
+            sealer.close()
             self.view.status(recorder.status())
             self.view.close()
             index.close()
@@ -174,6 +189,7 @@ class Daemon:
         return {
             "device_id": self.config.unit.device_id,
             **asdict(self._recorder.status()),
+            "sealer": asdict(self._sealer.status()) if self._sealer else None,
             "storage_free_bytes": usage.free,
             "storage_total_bytes": usage.total,
         }

@@ -43,3 +43,31 @@ class ClockReading:
 
 def utc_iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def boot_id() -> str:
+    """This boot's random id: CLOCK_MONOTONIC times compare only within one boot."""
+    try:
+        return open("/proc/sys/kernel/random/boot_id").read().strip()
+    except OSError:
+        return "unknown"
+
+
+_TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+
+
+def clock_synced() -> bool | None:
+    """Whether the kernel considers the system clock synchronised (NTP/PTP/GNSS
+    discipline, as adjtimex(2) reports it); None where that cannot be asked."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        state = int(libc.adjtimex(timex))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR

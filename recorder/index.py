@@ -74,14 +74,20 @@ class Index:
                 "parts": str,
                 "video_frames": int,
                 "audio_frames": int,
+                "c2pa": int,
             },
             pk="id",
             if_not_exists=True,
         )
         db.table("segments").create_index(["name"], unique=True, if_not_exists=True)
         db.table("events").create(
-            {"id": int, "kind": str, "mono_us": int, "at": str, "detail": str},
+            {"id": int, "kind": str, "mono_us": int, "at": str, "detail": str, "ledger_seq": int},
             pk="id",
+            if_not_exists=True,
+        )
+        db.table("ledger").create(
+            {"seq": int, "kind": str, "hash": str, "offset": int, "line": str, "ref": int},
+            pk="seq",
             if_not_exists=True,
         )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -151,6 +157,65 @@ class Index:
         table = self.db.table("events")
         table.insert({"kind": kind, "mono_us": mono_us, "at": at, "detail": json.dumps(detail)})
         return int(table.last_pk)  # type: ignore[arg-type]
+
+    def pending_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Events not yet in the ledger, oldest first: the sealer's queue."""
+        rows = self.db.table("events").rows_where("ledger_seq IS NULL", order_by="id", limit=limit)
+        return [{**r, "detail": json.loads(r["detail"])} for r in rows]
+
+    def pending_count(self) -> int:
+        return int(
+            self.db.execute("SELECT COUNT(*) FROM events WHERE ledger_seq IS NULL").fetchone()[0]
+        )
+
+    def journal_unjournaled_segments(self, mono_us: int, at: str) -> int:
+        """Add a segment_sealed event for every finished segment that lacks one (power
+        failed between sealing the file and journaling it). Returns how many."""
+        rows = list(
+            self.db.query(
+                "SELECT name FROM segments WHERE state IN ('sealed', 'recovered') AND name NOT IN "
+                "(SELECT json_extract(detail, '$.name') FROM events WHERE kind = 'segment_sealed') "
+                "ORDER BY id"
+            )
+        )
+        for row in rows:
+            self.add_event("segment_sealed", mono_us, at, {"name": row["name"]})
+        return len(rows)
+
+    def record_entry(
+        self, seq: int, kind: str, hash_: str, offset: int, line: str, ref: int | None
+    ) -> None:
+        """Index a ledger entry already durable in the ledger file, in one transaction."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR IGNORE INTO ledger (seq, kind, hash, offset, line, ref) VALUES (?, ?, ?, ?, ?, ?)",
+                [seq, kind, hash_, offset, line, ref],
+            )
+            if ref is not None:
+                conn.execute("UPDATE events SET ledger_seq = ? WHERE id = ?", [seq, ref])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def last_entry(self) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1"))
+        return rows[0] if rows else None
+
+    def update_segment_file(self, name: str, written: WrittenSegment, c2pa: bool) -> None:
+        """The file was rewritten before it entered the ledger (C2PA manifest embedded)."""
+        self.db.execute(
+            "UPDATE segments SET bytes = ?, sha256 = ?, parts = ?, c2pa = ? WHERE name = ?",
+            [
+                written.size,
+                written.sha256,
+                json.dumps([[p.offset, p.length, p.sha256] for p in written.parts]),
+                int(c2pa),
+                name,
+            ],
+        )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = ("kind = ?", [kind]) if kind else (None, [])

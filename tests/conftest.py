@@ -24,13 +24,24 @@ MIC_RATE = 16000
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
-    """A TOML config: a small simulated unit, overridden section by section."""
+    """A TOML config: a small simulated unit, overridden section by section.
+
+    Unless ``keys`` is given, the unit signs with a development key file made here,
+    with a self-signed certificate (C2PA off: it needs a CA-issued one)."""
     base: dict[str, dict[str, Any]] = {
         "unit": {"device_id": "test-unit"},
         "camera": {"kind": "simulated", "width": 320, "height": 240, "fps": 30, "bitrate": 400_000},
         "microphone": {"kind": "tone", "sample_rate": MIC_RATE, "bitrate": 32_000},
         "recorder": {"pre_event_seconds": 5, "segment_seconds": 10},
+        "keys": {
+            "kind": "software",
+            "path": str(path.parent / "device.key"),
+            "certificate": str(path.parent / "device.pem"),
+        },
+        "signer": {"c2pa": False},
     }
+    if "keys" not in sections:
+        make_software_identity(path.parent / "device.key", path.parent / "device.pem", "test-unit")
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     lines = []
@@ -40,6 +51,18 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
         lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+def make_software_identity(key: Path, cert: Path, device_id: str) -> None:
+    from signer.identity import chain_pem, self_signed_device_cert
+    from signer.keys import KeySpec, init_key, open_backend
+
+    spec = KeySpec(kind="software", path=str(key))
+    if not key.exists():
+        init_key(spec).close()
+    if not cert.exists():
+        with open_backend(spec) as backend:
+            cert.write_text(chain_pem(self_signed_device_cert(backend, device_id)))
 
 
 @pytest.fixture(scope="session")
