@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from firmware_py import __version__, keys_cli
+from firmware_py import __version__, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
 from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
 from hw.media import DeviceError
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.set_defaults(func=_cmd_ctl)
 
     keys_cli.add_parser(sub)
+    evidence_cli.add_parser(sub)
 
     devices = sub.add_parser("devices", help="list PortAudio input devices")
     devices.set_defaults(func=_cmd_devices)

@@ -43,7 +43,10 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     if "keys" not in sections:
         make_software_identity(path.parent / "device.key", path.parent / "device.pem", "test-unit")
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+        if name == "keys":
+            base[name] = dict(values)
+        else:
+            base.setdefault(name, {}).update(values)
     lines = []
     for name, values in base.items():
         lines.append(f"[{name}]")
