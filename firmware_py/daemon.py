@@ -126,6 +126,10 @@ class Daemon:
                     asdict(r),
                 )
             )
+        now = ClockReading.now()  # segments sealed just before a power cut, not yet journaled
+        index.journal_unjournaled_segments(
+            now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
+        )
         sealer = Sealer(
             self.data.evidence,
             self.data.index,

@@ -86,7 +86,15 @@ class Index:
             if_not_exists=True,
         )
         db.table("ledger").create(
-            {"seq": int, "kind": str, "hash": str, "offset": int, "line": str, "ref": int},
+            {
+                "seq": int,
+                "kind": str,
+                "hash": str,
+                "offset": int,
+                "line": str,
+                "ref": int,
+                "segment": str,
+            },
             pk="seq",
             if_not_exists=True,
         )
@@ -183,15 +191,22 @@ class Index:
         return len(rows)
 
     def record_entry(
-        self, seq: int, kind: str, hash_: str, offset: int, line: str, ref: int | None
+        self,
+        seq: int,
+        kind: str,
+        hash_: str,
+        offset: int,
+        line: str,
+        ref: int | None,
+        segment: str | None = None,
     ) -> None:
         """Index a ledger entry already durable in the ledger file, in one transaction."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
-                "INSERT OR IGNORE INTO ledger (seq, kind, hash, offset, line, ref) VALUES (?, ?, ?, ?, ?, ?)",
-                [seq, kind, hash_, offset, line, ref],
+                "INSERT OR IGNORE INTO ledger (seq, kind, hash, offset, line, ref, segment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [seq, kind, hash_, offset, line, ref, segment],
             )
             if ref is not None:
                 conn.execute("UPDATE events SET ledger_seq = ? WHERE id = ?", [seq, ref])
@@ -199,6 +214,13 @@ class Index:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def entry_for_segment(self, name: str) -> int | None:
+        row = self.db.execute("SELECT seq FROM ledger WHERE segment = ?", [name]).fetchone()
+        return None if row is None else int(row[0])
+
+    def mark_event(self, event_id: int, seq: int) -> None:
+        self.db.execute("UPDATE events SET ledger_seq = ? WHERE id = ?", [seq, event_id])
 
     def last_entry(self) -> dict[str, Any] | None:
         rows = list(self.db.query("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1"))

@@ -73,6 +73,14 @@ class Entry:
         """The entry's identity in the chain: SHA-256 of its header bytes."""
         return sha256_hex(self.envelope.payload)
 
+    @property
+    def segment_name(self) -> str | None:
+        """The segment file a segment entry commits to (None for other entries)."""
+        if self.kind != "segment" or self.body is None:
+            return None
+        segment = self.body_json().get("segment")
+        return str(segment["name"]) if isinstance(segment, dict) else None
+
     def body_json(self) -> dict[str, Any]:
         if self.body is None:
             raise ValueError(f"entry {self.seq}: body withheld")

@@ -228,6 +228,7 @@ class Sealer:
                     start + rel,
                     line.decode().rstrip("\n"),
                     entry.ref,
+                    entry.segment_name,
                 )
                 log.info("sealer: re-indexed ledger entry %d after an interruption", entry.seq)
 
@@ -243,9 +244,8 @@ class Sealer:
     ) -> Entry:
         offset = ledger.size
         entry = ledger.append(kind, body, stamp_now(), file=file, ref=ref)
-        index.record_entry(
-            entry.seq, entry.kind, entry.hash, offset, entry.to_line().decode().rstrip("\n"), ref
-        )
+        line = entry.to_line().decode().rstrip("\n")
+        index.record_entry(entry.seq, entry.kind, entry.hash, offset, line, ref, entry.segment_name)
         self._set(last_seq=entry.seq)
         try:
             self._on_entry(entry)
@@ -254,10 +254,6 @@ class Sealer:
         return entry
 
     def _seal_pending(self, index: Index, ledger: Ledger) -> None:
-        now = ClockReading.now()
-        index.journal_unjournaled_segments(
-            now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
-        )
         while pending := index.pending_events(20):
             self._set(backlog=index.pending_count())
             for event in pending:
@@ -280,6 +276,11 @@ class Sealer:
         row = index.segment(name)
         if row is None:
             raise LedgerError(f"journal names segment {name!r} that the index does not know")
+        already = index.entry_for_segment(name)
+        if already is not None:  # journaled twice: a segment is committed once, ever
+            log.warning("sealer: %s is already entry %d; not signing it again", name, already)
+            index.mark_event(event["id"], already)
+            return
         if self._c2pa and not row.get("c2pa"):
             row = self._embed_c2pa(index, ledger, row)
         self._append(index, ledger, "segment", segment_body(row), ref=event["id"], file=name)

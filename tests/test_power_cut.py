@@ -5,13 +5,16 @@ fragment, and no more than a second of media is lost."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import decode_errors, ffprobe, write_config
+from conftest import ROOT, decode_errors, ffprobe, write_config
 
 KILLS = 4
 MAX_LOSS_S = 1.0
@@ -70,3 +73,12 @@ def test_sigkill_at_random_moments_loses_at_most_a_second(
     assert len(interrupted) == KILLS
     stops = rows(unit.data, "SELECT stop_reason FROM recordings ORDER BY id")
     assert [r["stop_reason"] for r in stops] == ["interrupted"] * KILLS + ["shutdown"]
+
+    # And the whole is still signed evidence: one unbroken chain, every file covered.
+    done = subprocess.run(
+        [sys.executable, "-m", "firmware_py.cli", "verify", str(unit.data), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, [f for f in report["findings"] if f["severity"] == "error"]
+    assert sum(f["code"] == "recovered" for f in report["findings"]) == KILLS

@@ -1,0 +1,56 @@
+"""Sealing runs beside the recording, never in its way: with the key unavailable the unit
+keeps recording, says so, and seals the backlog in order once the key is back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, Daemon, write_config
+from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
+
+
+def liuhen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "firmware_py.cli", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_recording_goes_on_without_the_key_and_the_backlog_is_sealed_later(
+    tmp_path: Path, softhsm: SoftHsm, alsa_home: Path
+) -> None:
+    pin = tmp_path / "token.pin"
+    pin.write_text(softhsm.user_pin + "\n")
+    pin.chmod(0o600)
+    env = {**softhsm.env(), "HOME": str(alsa_home), "PYTHONUNBUFFERED": "1"}
+    config = write_config(
+        tmp_path / "unit.toml",
+        keys={"kind": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
+              "pin_file": str(pin), "key_label": "sealing-test", "certificate": str(tmp_path / "device.pem")},
+        recorder={"autostart": True, "segment_seconds": 5},
+    )  # fmt: skip
+    for args in (
+        ["keys", "init", "--config", str(config)],
+        ["keys", "cert", "--config", str(config)],
+    ):
+        assert (done := liuhen(*args, env=env)).returncode == 0, done.stderr
+    hidden = pin.rename(tmp_path / "elsewhere.pin")  # the token's PIN is gone
+
+    unit = Daemon(config, tmp_path / "data", env, tmp_path / "daemon.log").start()
+    status = unit.wait_for(lambda s: s["segments_sealed"] >= 2, 60, "two segments without the key")
+    assert status["state"] == "recording"
+    assert status["sealer"]["state"] == "fault" and "key unavailable" in status["sealer"]["error"]
+    assert str(pin) in status["sealer"]["error"]  # says which PIN file is missing
+    assert status["sealer"]["backlog"] >= 3  # recording started + two segments
+    assert not (unit.data / "evidence" / "ledger.jsonl").exists()
+
+    hidden.rename(pin)  # the key is back
+    unit.wait_for(
+        lambda s: s["sealer"]["state"] == "ok" and s["sealer"]["backlog"] == 0, 30, "backlog sealed"
+    )
+    assert unit.terminate() == 0, unit.output()
+
+    done = liuhen("verify", str(unit.data), "--trust", str(tmp_path / "device.pem"), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
