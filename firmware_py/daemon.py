@@ -172,7 +172,7 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 self._drain(index, timeout=0.25)
-                self.view.status(recorder.status())
+                self.view.status(recorder.status(), sealer.status())
         finally:
             log.info("stopping: sealing what is being written")
             control.close()
@@ -182,7 +182,7 @@ class Daemon:
                 microphone.stop()
             self._drain(index, timeout=0)
             sealer.close()
-            self.view.status(recorder.status())
+            self.view.status(recorder.status(), sealer.status())
             self.view.close()
             index.close()
         return EX_OK

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from hw.clock import monotonic_us
 from recorder.recorder import RecorderEvent, RecorderStatus
+from signer.sealer import SealerStatus
 
 log = logging.getLogger("liuhen")
 
@@ -28,7 +29,7 @@ _STATE_STYLE = {
 
 
 class StatusView(Protocol):
-    def status(self, status: RecorderStatus) -> None: ...
+    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None: ...
 
     def event(self, event: RecorderEvent) -> None: ...
 
@@ -54,6 +55,13 @@ def describe_event(event: RecorderEvent) -> str:
     return f"{event.kind}: {d}"
 
 
+def describe_sealer(z: SealerStatus) -> str:
+    if z.state == "fault":
+        return f"SEALING HALTED: {z.error} ({z.backlog} waiting)"
+    last = "none yet" if z.last_seq is None else f"entry {z.last_seq}"
+    return f"{z.state}, key {z.key or '?'}, ledger at {last}, {z.backlog} waiting"
+
+
 def describe_status(s: RecorderStatus) -> str:
     now = monotonic_us()
     ages = " ".join(f"{k} {(now - t) / 1e6:.1f}s ago" for k, t in sorted(s.last_packet_us.items()))
@@ -75,10 +83,10 @@ class LogView:
     def __init__(self, every: float = 10.0) -> None:
         self._every, self._last = every, 0.0
 
-    def status(self, status: RecorderStatus) -> None:
+    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None:
         if time.monotonic() - self._last >= self._every:
             self._last = time.monotonic()
-            log.info("%s", describe_status(status))
+            log.info("%s; sealing: %s", describe_status(status), describe_sealer(sealer))
 
     def event(self, event: RecorderEvent) -> None:
         log.info("%s", describe_event(event))
@@ -94,6 +102,7 @@ class LiveView:
         self._device, self._data = device_id, data_dir
         self._events: deque[str] = deque(maxlen=8)
         self._status = RecorderStatus()
+        self._sealer = SealerStatus()
         self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
         self._live.start()
 
@@ -111,20 +120,22 @@ class LiveView:
         table.add_row("segment", s.segment or "—")
         if s.segment:
             table.add_row("", f"{s.segment_media_s:5.1f} s   {s.segment_bytes / 1e6:6.2f} MB")
-        if s.last_durable_us:
+        if s.last_sync_us:
             table.add_row(
-                "on disk", f"up to {(now - s.last_durable_us) / 1e6:.1f} s ago (fsync'ed)"
+                "on disk", f"last fragment fsync'ed {(now - s.last_sync_us) / 1e6:.1f} s ago"
             )
         table.add_row("sealed", str(s.segments_sealed))
         table.add_row("pre-event", f"{s.ring_s:.1f} s in memory")
         for kind, t in sorted(s.last_packet_us.items()):
             table.add_row(kind, f"last packet {(now - t) / 1e3:.0f} ms ago")
         table.add_row("queue", str(s.queued))
+        style = "bold red" if self._sealer.state == "fault" else "green"
+        table.add_row("signing", f"[{style}]{describe_sealer(self._sealer)}[/]")
         table.add_row("events", "\n".join(self._events) or "—")
         return table
 
-    def status(self, status: RecorderStatus) -> None:
-        self._status = status
+    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None:
+        self._status, self._sealer = status, sealer
         self._live.update(self._render())
 
     def event(self, event: RecorderEvent) -> None:

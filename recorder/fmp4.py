@@ -21,6 +21,7 @@ from pathlib import Path
 
 import av
 
+from hw.clock import monotonic_us
 from hw.media import AudioFormat, EncodedPacket
 from recorder.boxes import Part, StreamingPartHasher
 
@@ -127,7 +128,7 @@ class SegmentWriter:
         self.media_end_us = self.media_start_us
         self.video_frames = 0
         self.audio_frames = 0
-        self.durable_media_us = self.media_start_us
+        self.last_sync_us: int | None = None  # CLOCK_MONOTONIC of the last fsync
 
     def write(self, packet: EncodedPacket) -> None:
         stream = self._video if packet.kind == "video" else self._audio
@@ -145,9 +146,8 @@ class SegmentWriter:
             self.media_end_us = max(self.media_end_us, packet.end_us - self.origin_us)
         else:
             self.audio_frames += 1
-        if self._sink.sync():
-            # Everything muxed before this packet's fragment is now on disk.
-            self.durable_media_us = packet.pts_us - self.origin_us
+        if self._sink.sync():  # the muxer emitted a whole fragment: it is on disk now
+            self.last_sync_us = monotonic_us()
 
     @property
     def bytes_written(self) -> int:
@@ -162,7 +162,7 @@ class SegmentWriter:
         os.chmod(self.part_path, mode)
         os.rename(self.part_path, self.final_path)
         fsync_dir(self.final_path.parent)
-        self.durable_media_us = self.media_end_us
+        self.last_sync_us = monotonic_us()
         return WrittenSegment(
             path=self.final_path,
             size=self._sink.hasher.position,

@@ -63,7 +63,7 @@ class RecorderStatus:
     segments_sealed: int = 0
     ring_s: float = 0.0
     last_packet_us: dict[str, int] = field(default_factory=dict)
-    last_durable_us: int | None = None
+    last_sync_us: int | None = None  # when a fragment last reached the disk (monotonic)
     queued: int = 0
     fault: str | None = None
 
@@ -222,7 +222,7 @@ class Recorder:
         self._set(
             segment_media_s=(writer.media_end_us - writer.media_start_us) / 1e6,
             segment_bytes=writer.bytes_written,
-            last_durable_us=self._origin_us + writer.durable_media_us,
+            last_sync_us=writer.last_sync_us or self._status.last_sync_us,
         )
 
     def _try_start(self) -> None:
