@@ -268,6 +268,9 @@ class Uplink:
             raise UplinkError("uplink already started")
         self._started = True
         self._client.tls_set_context(tls_context(self.settings))
+        snapshot = self._daemon_status()  # so the first birth already says state/officer
+        with self._lock:
+            self._last_status = snapshot
         self._client.connect_async(
             self.settings.host,
             self.settings.port,
@@ -356,7 +359,7 @@ class Uplink:
         )
         client.suppress_exceptions = True  # a bug in a callback must not end the loop
         paho_log = logging.getLogger("uplink.paho")
-        paho_log.addFilter(self._quiet_after_close)
+        paho_log.addFilter(self._quiet_not_connected)
         client.enable_logger(paho_log)
         client.reconnect_delay_set(self.settings.reconnect_min_s, self.settings.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(PAHO_INFLIGHT)
@@ -368,9 +371,11 @@ class Uplink:
         client.message_callback_add(self.topics.command, self._on_command_message)
         return client
 
-    def _quiet_after_close(self, record: logging.LogRecord) -> bool:
-        """paho logs "Client is not connected" at ERROR after a clean DISCONNECT."""
-        return not (self._stop.is_set() and "not connected" in record.getMessage())
+    @staticmethod
+    def _quiet_not_connected(record: logging.LogRecord) -> bool:
+        """paho logs "Client is not connected" at ERROR on every loop while the broker is
+        away; the uplink reports the real error once, in ``status()`` and its own log."""
+        return not record.getMessage().startswith("Client is not connected")
 
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)
