@@ -398,3 +398,77 @@ def test_status_and_entries_carry_valid_base64_of_the_ledger(rig: Rig) -> None:
         entry = Entry.from_line(message.payload)
         assert entry.envelope.verify(public)
         assert base64.b64decode(message.json()["payload"]) == entry.envelope.payload
+
+
+# --- hostile or absent brokers ---------------------------------------------------------
+
+
+class _HostileServer:
+    """A TCP listener that either says nothing (a hung broker) or answers with junk."""
+
+    def __init__(self, junk: bytes | None) -> None:
+        import socket
+
+        self.junk = junk
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.held: list[Any] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.junk is None:
+                self.held.append(conn)  # accept, then never answer
+            else:
+                conn.sendall(self.junk)
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("junk", [None, b"\x16\x03\x01\x00\x05hello" + bytes(range(256))])
+def test_a_hung_or_garbage_broker_never_blocks_the_caller(
+    tmp_path: Path, junk: bytes | None
+) -> None:
+    server = _HostileServer(junk)
+    ledger = SignedLedger(tmp_path / "evidence", DEVICE, tmp_path / "device.pem")
+    uplink = Uplink(
+        UplinkSettings(
+            host="localhost", port=server.port, device_id=DEVICE,
+            reconnect_min_s=0.1, reconnect_max_s=0.2, keepalive_s=5,
+        ),
+        tmp_path / "outbox.sqlite",
+        Daemon().status,
+        Daemon().on_command,
+        Daemon().on_event,
+    )  # fmt: skip
+    try:
+        uplink.start()
+        wait_for(lambda: server.accepted >= 1, 10, "the uplink to connect to the server")
+        slowest = 0.0
+        for seq, line in ledger.append(20):
+            t0 = time.monotonic()
+            uplink.publish_entry(seq, line)
+            slowest = max(slowest, time.monotonic() - t0)
+        assert slowest < 0.5, f"publish_entry took {slowest:.3f} s"
+        status = uplink.status()
+        assert not status["connected"] and status["backlog_entries"] == 20
+        if junk is not None:
+            wait_for(lambda: uplink.status()["last_error"], 10, "the error to be reported")
+            assert "cannot connect" in uplink.status()["last_error"]
+    finally:
+        t0 = time.monotonic()
+        uplink.close(timeout=2)
+        assert time.monotonic() - t0 < 3, "close() waited on the hostile server"
+        server.close()
