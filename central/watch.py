@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,8 @@ class Trust:
         trust = cls()
         if directory is None:
             return trust
+        if not directory.is_dir():
+            raise ValueError(f"--trust {directory}: not a directory")
         files = sorted(directory.glob("*.pem")) + sorted(directory.glob("*.crt"))
         if not files:
             raise ValueError(f"--trust {directory}: no *.pem or *.crt certificate in it")
@@ -381,7 +384,7 @@ def run_watch(
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=args.client_id or f"liuhen-watch-{id(fleet):x}",
+        client_id=args.client_id or f"liuhen-watch-{os.getpid()}",
         protocol=mqtt.MQTTv5,
     )
     try:
