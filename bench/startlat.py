@@ -4,10 +4,10 @@ of the press durable; with a full 30 s pre-event buffer.
 
 Owns: the worker that, per trial, starts a fresh ``bench.rig``, fills the pre-event
 ring (the replay starts 30 s in the past, so the ring fills at once, then plays at real
-time), presses record at a random point in the GOP and watches. The first fsync is seen
-by wrapping ``recorder.fmp4._DurableSink.sync`` in this process (it records when the
-real call returns); the state and the durable media time are polled from
-``Recorder.status()`` every millisecond.
+time), presses record at a random point in the GOP and watches. Fsyncs are seen by
+wrapping ``recorder.fmp4._DurableSink.sync`` and ``SegmentWriter.write`` in this process
+(the wrappers note when the real call returns and which packet was being written); the
+state is polled from ``Recorder.status()`` every millisecond.
 Must not: press a button: the GPIO panel does not exist yet, so the button -> LED part
 is not measured.
 
@@ -30,6 +30,7 @@ from bench.replay import Player, restamp
 from bench.results import Context, Figure, Goal, Result
 from bench.rig import Rig, settings
 from hw.clock import monotonic_us
+from hw.media import EncodedPacket
 from recorder import fmp4
 
 PRE_EVENT_S = 30.0
@@ -38,25 +39,37 @@ TIMEOUT_S = 10.0
 
 
 class _Syncs:
-    """When the first fragment fsync after ``arm()`` returned, and how many followed."""
+    """When fragments reached the disk after ``arm(press)``: the first one, and the first
+    one muxed after a packet captured after the press (then the media of the press is
+    on disk: the muxer emits a fragment when the next packet is past its end)."""
 
     def __init__(self) -> None:
-        self.armed = False
+        self.press: int | None = None
         self.first_at: int | None = None
+        self.press_at: int | None = None
         self.count = 0
-        original = fmp4._DurableSink.sync
+        self._pts = 0  # capture time of the packet being written
+        sync, write = fmp4._DurableSink.sync, fmp4.SegmentWriter.write
 
-        def sync(sink: fmp4._DurableSink) -> bool:
-            synced = original(sink)
-            if synced and self.armed:
+        def timed_sync(sink: fmp4._DurableSink) -> bool:
+            synced = sync(sink)
+            if synced and self.press is not None:
                 self.count += 1
-                self.first_at = self.first_at or monotonic_us()
+                now = monotonic_us()
+                self.first_at = self.first_at or now
+                if self._pts > self.press:
+                    self.press_at = self.press_at or now
             return synced
 
-        fmp4._DurableSink.sync = sync  # type: ignore[method-assign]
+        def noted_write(writer: fmp4.SegmentWriter, packet: EncodedPacket) -> None:
+            self._pts = packet.pts_us
+            write(writer, packet)
 
-    def arm(self) -> None:
-        self.armed, self.first_at, self.count = True, None, 0
+        fmp4._DurableSink.sync = timed_sync  # type: ignore[method-assign]
+        fmp4.SegmentWriter.write = noted_write  # type: ignore[method-assign]
+
+    def arm(self, press: int) -> None:
+        self.press, self.first_at, self.press_at, self.count = press, None, None, 0
 
 
 def _trial(work: Path, key: Any, packets: list[Any], syncs: _Syncs) -> dict[str, float]:
@@ -77,26 +90,25 @@ def _trial(work: Path, key: Any, packets: list[Any], syncs: _Syncs) -> dict[str,
         time.sleep(0.01)
     time.sleep(random.uniform(0.0, 1.0))  # anywhere in the GOP
     press = monotonic_us()
-    syncs.arm()
+    syncs.arm(press)
     recorder.start("bench")
-    recording_at = durable_at = None
+    recording_at = None
     fsyncs = 0
-    while durable_at is None and monotonic_us() - press < TIMEOUT_S * 1e6:
-        status = recorder.status()
-        now = monotonic_us()
-        if recording_at is None and status.state == "recording":
-            recording_at, fsyncs = now, syncs.count
-        if status.last_durable_us is not None and status.last_durable_us >= press:
-            durable_at = now
+    while (recording_at is None or syncs.press_at is None) and (
+        monotonic_us() - press < TIMEOUT_S * 1e6
+    ):
+        if recording_at is None and recorder.status().state == "recording":
+            recording_at, fsyncs = monotonic_us(), syncs.count
         time.sleep(POLL_S)
     player.stop()
     rig.close()
-    if syncs.first_at is None or recording_at is None or durable_at is None or span < 31e6:
+    first_at, press_at = syncs.first_at, syncs.press_at
+    if first_at is None or recording_at is None or press_at is None or span < 31e6:
         raise RuntimeError("the recording did not start within the timeout")
     return {
-        "first_fragment_ms": (syncs.first_at - press) / 1e3,
+        "first_fragment_ms": (first_at - press) / 1e3,
         "recording_ms": (recording_at - press) / 1e3,
-        "press_durable_ms": (durable_at - press) / 1e3,
+        "press_durable_ms": (press_at - press) / 1e3,
         "fsyncs_before_recording": fsyncs,
     }
 
