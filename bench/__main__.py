@@ -5,7 +5,7 @@ Owns: the command line, the order of the benchmarks (the pipeline writes the seg
 hashing reads; seal writes the ledger lines MQTT sends), keeping one failure from
 stopping the others, and the table. Must not: measure anything itself.
 
-    python -m bench                # full: 10 min input, best of 3 (< 10 min on 2 cores)
+    python -m bench                # full: 10 min input, best of 5 (< 10 min on 2 cores)
     python -m bench --quick        # 2 min input, fewer samples (< 2 min)
     python -m bench --only seal,mqtt
 """
@@ -32,7 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short input and samples (< 2 min)")
     p.add_argument("--only", default=",".join(ORDER), help=f"comma list of: {', '.join(ORDER)}")
-    p.add_argument("--repeat", type=int, help="runs per figure, best kept (default 3; quick 2)")
+    p.add_argument("--repeat", type=int, help="runs per figure, best kept (default 5; quick 2)")
     p.add_argument("--no-plots", action="store_true", help="skip bench/plots/*.png")
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ORDER)
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     src = inputs.ensure_input(seconds)
     ctx = Context(
         quick=args.quick,
-        repeat=args.repeat or (2 if args.quick else 3),
+        repeat=args.repeat or (2 if args.quick else 5),
         input=src,
         work=inputs.CACHE / "run",
     )

@@ -7,7 +7,7 @@ segments, hashed and fsync'ed per fragment -> index -> Sealer -> one signed ledg
 per segment, software key), and the baseline command. Must not: count the demuxing of
 the input (the camera's job) in the product's cost.
 
-Run a worker by hand: ``python -m bench.pipeline INPUT.mp4 WORKDIR fsync``.
+Run a worker by hand: ``python -m bench.pipeline INPUT.mp4 WORKDIR``.
 """
 
 from __future__ import annotations
@@ -54,9 +54,7 @@ def run_baseline(src: Path, out: Path) -> Cost:
     return replace(cost, machine_cpu_s=machine_busy_s() - busy)
 
 
-def _worker(src: Path, work: Path, fsync: bool) -> dict[str, Any]:
-    if not fsync:  # diagnostic only: what durability costs
-        os.fsync = lambda fd: None
+def _worker(src: Path, work: Path) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     key = make_key("software", work / "key")
     cert = certificate(key, DEVICE_ID, work / "key" / "device.pem")
@@ -83,9 +81,9 @@ def _worker(src: Path, work: Path, fsync: bool) -> dict[str, Any]:
     }
 
 
-def run_product(src: Path, work: Path, fsync: bool = True) -> tuple[Cost, dict[str, Any]]:
+def run_product(src: Path, work: Path) -> tuple[Cost, dict[str, Any]]:
     """The worker above, in a process of its own."""
-    out = run_worker("bench.pipeline", str(src), str(work), "fsync" if fsync else "no-fsync")
+    out = run_worker("bench.pipeline", str(src), str(work))
     if out["sealer"] != "ok" or out["segments"] < 1:
         raise RuntimeError(f"the product run did not record and seal: {out}")
     return Cost(**out.pop("cost")), out
@@ -106,11 +104,6 @@ def run(ctx: Context) -> Result:
         cost, info = run_product(src, area / "product")
         products.append(cost)
         baselines.append(run_baseline(src, area / "baseline"))
-    no_fsync = min(
-        (run_product(src, area / "no-fsync", fsync=False)[0] for _ in range(ctx.repeat)),
-        key=lambda c: c.cpu_s,
-    )
-    shutil.rmtree(area / "no-fsync", ignore_errors=True)
     product = min(products, key=lambda c: c.cpu_s)
     baseline = min(baselines, key=lambda c: c.cpu_s)
     hours = info["media_s"] / 3600
@@ -134,14 +127,6 @@ def run(ctx: Context) -> Result:
             name + " + sync",
             note="all CPUs from /proc/stat up to a final sync; noisier: counts anything else running",
         ),
-        Figure(
-            "CPU per recorded hour without fsync (diagnostic)",
-            no_fsync.cpu_s / hours,
-            "CPU s/h",
-            baseline.cpu_s / hours,
-            name,
-            note="os.fsync stubbed out in the worker: what durability costs; not the product",
-        ),
         Figure("wall time per recorded hour", product.wall_s / hours, "s/h"),
     ]
     return Result(
@@ -159,7 +144,6 @@ def run(ctx: Context) -> Result:
         details={
             "product": asdict(product),
             "baseline": asdict(baseline),
-            "product_no_fsync": asdict(no_fsync),
             "runs": {
                 "product": [asdict(c) for c in products],
                 "baseline": [asdict(c) for c in baselines],
@@ -174,4 +158,4 @@ def run(ctx: Context) -> Result:
 
 
 if __name__ == "__main__":
-    emit(_worker(Path(sys.argv[1]), Path(sys.argv[2]), fsync=sys.argv[3] == "fsync"))
+    emit(_worker(Path(sys.argv[1]), Path(sys.argv[2])))

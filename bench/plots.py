@@ -26,14 +26,12 @@ def _pipeline(r: Result, ax: Any) -> None:
     d, hours = r.details, r.details["media_s"] / 3600
     labels = [
         "liuhen (process)",
-        "liuhen without fsync (diagnostic)",
         "ffmpeg + sha256sum",
         "liuhen (whole machine)",
         "ffmpeg + sha256sum + sync (whole machine)",
     ]
     values = [
         d["product"]["user_s"] + d["product"]["sys_s"],
-        d["product_no_fsync"]["user_s"] + d["product_no_fsync"]["sys_s"],
         d["baseline"]["user_s"] + d["baseline"]["sys_s"],
         d["product"]["machine_cpu_s"] or 0,
         d["baseline"]["machine_cpu_s"] or 0,
@@ -43,7 +41,7 @@ def _pipeline(r: Result, ax: Any) -> None:
         labels,
         [v / hours for v in values],
         "CPU seconds per recorded hour",
-        ["C0", "C7", "C1", "C0", "C1"],
+        ["C0", "C1", "C0", "C1"],
     )
 
 
@@ -65,7 +63,7 @@ def _samples(r: Result, ax: Any) -> None:
     for f in r.figures:
         if f.goal is not None and f.goal.subject == "value":
             ax.axvline(f.goal.limit, color="C3", linestyle="--", linewidth=1)
-            ax.text(f.goal.limit, 0.5, " goal", color="C3", va="bottom")
+            ax.text(f.goal.limit, 0.02, " goal", color="C3", transform=ax.get_xaxis_transform())
             break
 
 

@@ -36,7 +36,7 @@ def command(src: Path, work: Path, out: Path) -> list[str]:
     return [
         shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
         "record", "--native", "-r", str(RATE), "-f", "raw", "-o", str(out), "--",
-        sys.executable, "-m", "bench.pipeline", str(src), str(work), "fsync",
+        sys.executable, "-m", "bench.pipeline", str(src), str(work),
     ]  # fmt: skip
 
 
