@@ -8,12 +8,14 @@ stopping the others, and the table. Must not: measure anything itself.
     python -m bench                # full: 10 min input, best of 5 (< 10 min on 2 cores)
     python -m bench --quick        # 2 min input, fewer samples (< 2 min)
     python -m bench --only seal,mqtt
+    python -m bench --table        # the last results as Markdown (for PERFORMANCE.md)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 import traceback
@@ -34,6 +36,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(ORDER), help=f"comma list of: {', '.join(ORDER)}")
     p.add_argument("--repeat", type=int, help="runs per figure, best kept (default 5; quick 2)")
     p.add_argument("--no-plots", action="store_true", help="skip bench/plots/*.png")
+    p.add_argument(
+        "--table", action="store_true", help="print bench/results.json as Markdown; run nothing"
+    )
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ORDER)
     if unknown:
@@ -45,26 +50,24 @@ def _cell(value: float | None, fmt: str = ".3g") -> str:
     return "" if value is None else format(value, fmt)
 
 
-def table(rs: list[Result]) -> str:
+def table(benchmarks: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The figures of results.json's benchmarks as a text (or Markdown) table."""
     rows = [("benchmark", "figure", "value", "baseline", "ratio", "goal", "met")]
-    for r in rs:
-        if r.error:
-            rows.append((r.id, f"FAILED: {r.error.splitlines()[-1][:70]}", "", "", "", "", ""))
-        for f in r.figures:
-            met = {True: "yes", False: "NO", None: ""}[f.met]
-            rows.append(
-                (
-                    r.id,
-                    f.name[:62],
-                    f"{_cell(f.value)} {f.unit}",
-                    _cell(f.baseline),
-                    f"{_cell(f.ratio)}x" if f.ratio else "",
-                    f.goal.describe(f.unit) if f.goal else "",
-                    met,
-                )
-            )
-        if r.todo:
-            rows.append((r.id, r.todo[:62], "", "", "", "", ""))
+    for r in benchmarks:
+        if r["error"]:
+            rows.append((r["id"], f"FAILED: {r['error'].splitlines()[-1][:70]}", *[""] * 5))
+        for f in r["figures"]:
+            met = {True: "yes", False: "NO", None: ""}[f["met"]]
+            ratio = f"{_cell(f['ratio'])}x" if f["ratio"] else ""
+            value = f"{_cell(f['value'])} {f['unit']}"
+            row = (r["id"], f["name"], value, _cell(f["baseline"]), ratio, f["goal"] or "", met)
+            rows.append(row)
+        if r["todo"]:
+            rows.append((r["id"], r["todo"], *[""] * 5))
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "---|" * len(rows[0]))
+        return "\n".join(lines)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -73,6 +76,11 @@ def table(rs: list[Result]) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.table:
+        doc = json.loads(results.RESULTS.read_text())
+        print(table(list(doc["benchmarks"].values()), markdown=True))
+        print(f"\n{machine.one_line(doc['meta']['machine'])}; {doc['meta']['command']}")
+        return 0
     started, t0 = datetime.now(UTC), time.monotonic()
     seconds = QUICK_INPUT_S if args.quick else FULL_INPUT_S
     src = inputs.ensure_input(seconds)
@@ -114,7 +122,7 @@ def main(argv: list[str]) -> int:
 
         draw(done, machine.one_line(about))
     print()
-    print(table(done))
+    print(table([r.as_dict() for r in done]))
     print(f"\n{machine.one_line(about)}")
     print(f"{meta['mode']} run in {meta['elapsed_s']:.0f} s; wrote {results.RESULTS}")
     return 1 if any(r.error for r in done) else 0

@@ -124,10 +124,10 @@ def run(ctx: Context) -> Result:
             f"{100 * states.get('wait', 0) / awake:.0f} % waiting (queue, GIL, locks). "
             "Shares below are of the on-CPU samples, by innermost product function."
         ),
-        command=" ".join(["py-spy", *cmd[1:]]).replace(str(REPO) + "/", ""),
+        command=f"python -m bench --only profile{' --quick' if ctx.quick else ''}",
         figures=[
             Figure(row["function"], 100 * row["share"], "% on-CPU")
             for row in summary["by_product_function"][:6]
         ],
-        details={"raw": str(raw), **summary},
+        details={"raw": str(raw), "py_spy": " ".join(["py-spy", *cmd[1:]]), **summary},
     )
