@@ -49,6 +49,11 @@ def _samples(r: Result, ax: Any) -> None:
     if r.id == "seal":
         data = {f"seal, {k}": r.details[k]["samples"]["seal_ms"] for k in ("software", "softhsm2")}
         data["disk: append + fsync"] = r.details["software"]["samples"]["fsync_ms"]
+    elif r.id == "panel":
+        data = {
+            "button released -> press reported": r.details["samples"]["release_to_report_ms"],
+            "show(RECORDING) -> red LED on": r.details["samples"]["show_to_led_ms"],
+        }
     else:
         s = r.details["samples"]
         data = {
@@ -119,6 +124,7 @@ DRAW = {
     "realtime": _realtime,
     "seal": _samples,
     "startlat": _samples,
+    "panel": _samples,
     "hashing": _figures,
     "mqtt": _figures,
     "profile": _profile,
