@@ -118,9 +118,10 @@ def main(argv: list[str]) -> int:
     }
     results.write(meta, done)
     if not args.no_plots:
-        from bench.plots import draw
+        from bench.plots import PLOTS, draw
 
-        draw(done, machine.one_line(about))
+        # Quick figures are for development: keep them out of the committed plots.
+        draw(done, machine.one_line(about), inputs.CACHE / "plots-quick" if args.quick else PLOTS)
     print()
     print(table([r.as_dict() for r in done]))
     print(f"\n{machine.one_line(about)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import av.bitstream
 
-from hw.media import AudioFormat, EncodedPacket, VideoFormat
+from hw.media import AudioFormat, EncodedPacket, Kind, VideoFormat
 
 CACHE = Path(__file__).resolve().parent / "cache"
 
@@ -86,14 +86,13 @@ def iter_packets(path: Path, offset_us: int = 0) -> Iterator[EncodedPacket]:
                 yield _packet("audio", packet, offset_us)
 
 
-def _packet(kind: str, packet: av.Packet, offset_us: int) -> EncodedPacket:
+def _packet(kind: Kind, packet: av.Packet, offset_us: int) -> EncodedPacket:
+    assert packet.pts is not None and packet.time_base is not None
     tb = packet.time_base
-    pts = offset_us + int(packet.pts * tb * 1_000_000)
-    duration = int((packet.pts + packet.duration) * tb * 1_000_000) - int(
-        packet.pts * tb * 1_000_000
-    )
+    start = int(packet.pts * tb * 1_000_000)
+    end = int((packet.pts + (packet.duration or 0)) * tb * 1_000_000)
     keyframe = kind == "audio" or packet.is_keyframe
-    return EncodedPacket(kind, bytes(packet), pts, duration, keyframe)  # type: ignore[arg-type]
+    return EncodedPacket(kind, bytes(packet), offset_us + start, end - start, keyframe)
 
 
 def load_packets(

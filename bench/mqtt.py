@@ -34,7 +34,7 @@ TIMEOUT_S = 120.0
 def fixtures() -> ModuleType:
     """tests/mqttfixtures.py: the project's real-broker recipe (one copy, not two)."""
     sys.path.insert(0, str(REPO / "tests"))
-    import mqttfixtures
+    import mqttfixtures  # type: ignore[import-not-found]
 
     return mqttfixtures
 

@@ -201,5 +201,5 @@ def run(ctx: Context) -> Result:
 if __name__ == "__main__":
     kind, work, n, m, lines = sys.argv[1:6]
     assert kind in KINDS
-    emit(_worker(kind, Path(work), int(n), int(m), Path(lines)))  # type: ignore[arg-type]
+    emit(_worker(kind, Path(work), int(n), int(m), Path(lines)))
     os._exit(0)  # python-pkcs11 may hang finalising the library at exit

@@ -65,8 +65,8 @@ class _Syncs:
             self._pts = packet.pts_us
             write(writer, packet)
 
-        fmp4._DurableSink.sync = timed_sync  # type: ignore[method-assign]
-        fmp4.SegmentWriter.write = noted_write  # type: ignore[method-assign]
+        fmp4._DurableSink.sync = timed_sync  # type: ignore[method-assign,assignment]
+        fmp4.SegmentWriter.write = noted_write  # type: ignore[method-assign,assignment]
 
     def arm(self, press: int) -> None:
         self.press, self.first_at, self.press_at, self.count = press, None, None, 0
