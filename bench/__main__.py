@@ -121,7 +121,11 @@ def main(argv: list[str]) -> int:
         from bench.plots import PLOTS, draw
 
         # Quick figures are for development: keep them out of the committed plots.
-        draw(done, machine.one_line(about), inputs.CACHE / "plots-quick" if args.quick else PLOTS)
+        out = inputs.CACHE / "plots-quick" if args.quick else PLOTS
+        try:
+            draw(done, machine.one_line(about), out)
+        except ImportError as exc:
+            print(f"no plots: {exc.name} is not installed (pip install matplotlib)")
     print()
     print(table([r.as_dict() for r in done]))
     print(f"\n{machine.one_line(about)}")
