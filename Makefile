@@ -1,6 +1,6 @@
 # make demo  — install what is missing, then record on simulated hardware with a live view
 # make test  — install what is missing, lint, then run the whole suite
-# make bench — performance figures (docs/PERFORMANCE.md)
+# make bench — performance figures against ffmpeg/openssl baselines (docs/PERFORMANCE.md)
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,6 +38,10 @@ lint: deps
 
 test: lint
 	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+bench: deps
+	$(BIN)/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: deps
 	$(BIN)/liuhen config doc > docs/CONFIG.md

@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from firmware_py import __version__, evidence_cli, keys_cli
+from central import watch as central_watch
+from firmware_py import __version__, ctl_cli, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
 from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
 from hw.media import DeviceError
@@ -47,49 +48,6 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 def _cmd_config_doc(args: argparse.Namespace) -> int:
     sys.stdout.write(render_markdown())
-    return 0
-
-
-def _cmd_ctl(args: argparse.Namespace) -> int:
-    import json
-
-    from firmware_py.control import ControlError, request
-    from firmware_py.daemon import DataDir
-
-    if args.data is None and args.config is None:
-        print("liuhen ctl: give --data DIR or --config FILE", file=sys.stderr)
-        return 2
-    data = Path(args.data) if args.data else Path(load(args.config).unit.data_dir)
-    words = args.words
-    if words == ["status"]:
-        message: dict[str, object] = {"cmd": "status"}
-    elif len(words) == 2 and words[0] == "record" and words[1] in ("start", "stop"):
-        message = {"cmd": "record", "action": words[1]}
-    else:
-        print(
-            f"liuhen ctl: unknown request {' '.join(words)!r}; try: status, record start, record stop",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        reply = request(DataDir(data).control, message)
-    except ControlError as exc:
-        print(f"liuhen ctl: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    if not reply.get("ok"):
-        print(f"liuhen ctl: {reply.get('error')}", file=sys.stderr)
-        return 1
-    if args.json or "status" not in reply:
-        print(json.dumps(reply, indent=2) if args.json else "ok")
-    else:
-        s = reply["status"]
-        print(f"unit      {s['device_id']}")
-        print(f"state     {s['state']}" + (f"  FAULT: {s['fault']}" if s.get("fault") else ""))
-        print(f"segment   {s['segment'] or '-'}")
-        print(f"sealed    {s['segments_sealed']} segments this run")
-        print(
-            f"storage   {s['storage_free_bytes'] / 1e9:.1f} GB free of {s['storage_total_bytes'] / 1e9:.1f} GB"
-        )
     return 0
 
 
@@ -137,17 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc = cfg_sub.add_parser("doc", help="print docs/CONFIG.md")
     doc.set_defaults(func=_cmd_config_doc)
 
-    ctl = sub.add_parser("ctl", help="talk to the running daemon (status, record start|stop)")
-    ctl.add_argument("--data", type=Path, help="the daemon's data directory")
-    ctl.add_argument("--config", type=Path, help="read the data directory from this configuration")
-    ctl.add_argument("--json", action="store_true", help="print the raw JSON reply")
-    ctl.add_argument(
-        "words", nargs="+", metavar="REQUEST", help="status | record start | record stop"
-    )
-    ctl.set_defaults(func=_cmd_ctl)
-
+    ctl_cli.add_parsers(sub)
     keys_cli.add_parser(sub)
     evidence_cli.add_parser(sub)
+    central = sub.add_parser("central", help="tools for the central monitoring staff")
+    central_watch.add_parser(central.add_subparsers(dest="central_command", required=True))
 
     devices = sub.add_parser("devices", help="list PortAudio input devices")
     devices.set_defaults(func=_cmd_devices)

@@ -27,6 +27,10 @@ class _Section(BaseModel):
 
 
 class UnitConfig(_Section):
+    profile: Literal["body", "hearing"] = Field(
+        "body",
+        description="`body`: a worn unit (officer log-in by card). `hearing`: a fixed hearing-room unit; entries carry the case number set by the clerk (`liuhen ctl case`).",
+    )
     device_id: Annotated[
         str,
         Field(
@@ -164,6 +168,122 @@ class SignerConfig(_Section):
     )
 
 
+class PanelConfig(_Section):
+    kind: Literal["gpio", "mock", "none"] = Field(
+        "none",
+        description="`gpio`: real pins through gpiozero (lgpio on a Pi 5). `mock`: gpiozero's MockFactory, so a simulated unit shows its LEDs in the live view. `none`: no panel.",
+    )
+    green: int | None = Field(None, ge=0, le=27, description="BCM pin of the green LED (ready).")
+    red: int | None = Field(None, ge=0, le=27, description="BCM pin of the red LED (recording).")
+    yellow: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the yellow LED (audio only, faults)."
+    )
+    buzzer: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the vibration motor or buzzer."
+    )
+    record: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the record button (to ground)."
+    )
+    mark: int | None = Field(None, ge=0, le=27, description="BCM pin of the mark button.")
+    credential: int | None = Field(
+        None, ge=0, le=27, description="BCM pin of the credential-shown (出示证件) button."
+    )
+    triggers: dict[str, int] = Field(
+        default_factory=dict,
+        description="Inputs that start recording when they go active, by name, e.g. `{holster = 16, lightbar = 20}`.",
+    )
+    hold_seconds: float = Field(
+        2.0,
+        ge=1.0,
+        le=5.0,
+        description="How long the record button must be held to stop recording (a knock never stops it).",
+    )
+    reminder_seconds: float = Field(
+        120,
+        ge=0,
+        le=600,
+        description="Vibration reminder interval while recording; 0 turns it off (only here, never from the panel).",
+    )
+
+
+class OfficersConfig(_Section):
+    roster: str | None = Field(
+        None,
+        description="Roster file (TOML) mapping cards to officer id, name and 执法证号 (examples/roster.toml).",
+    )
+    card_reader: Literal["none", "evdev"] = Field(
+        "none",
+        description="`evdev`: a USB HID card reader (docs/decisions/0007-card-reader.md). Cards can always be presented with `liuhen ctl login`.",
+    )
+    card_device: str | None = Field(
+        None, description="evdev: the reader's /dev/input/by-id/… path."
+    )
+
+
+class StorageConfig(_Section):
+    low_free_mb: int = Field(
+        2048, ge=0, description="Below this much free space the unit warns (LED, status)."
+    )
+    stop_free_mb: int = Field(
+        256,
+        ge=16,
+        description="Below this the unit stops recording cleanly rather than fill the disk; nothing is overwritten.",
+    )
+
+
+class OsdConfig(_Section):
+    enabled: bool = Field(
+        True, description="Burn time, device id and officer number into the video (GA/T 947 style)."
+    )
+
+
+class UplinkConfig(_Section):
+    host: str = Field(
+        min_length=1, description="MQTT broker host; must match the broker's certificate."
+    )
+    port: int = Field(8883, ge=1, le=65535, description="Broker TLS port.")
+    ca_file: str | None = Field(
+        None, description="CA that issued the broker's certificate (default: the system CAs)."
+    )
+    cert_file: str | None = Field(
+        None, description="TLS client certificate, PEM (docs/MQTT.md: a per-unit TLS certificate)."
+    )
+    key_file: str | None = Field(None, description="TLS client key, PEM; with cert_file.")
+    command_key_file: str | None = Field(
+        None, description="Central command public key(s), PEM. Without it every command is refused."
+    )
+    topic_prefix: str = Field(
+        "liuhen/v1",
+        pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+        description="Topic root (docs/MQTT.md).",
+    )
+    heartbeat_seconds: float = Field(
+        10, ge=1, le=3600, description="Seconds between status heartbeats."
+    )
+    heartbeat_recording_seconds: float | None = Field(
+        None,
+        ge=1,
+        le=3600,
+        description="Faster heartbeat while recording (at most heartbeat_seconds).",
+    )
+    keepalive_seconds: int = Field(30, ge=5, le=3600, description="MQTT keep alive.")
+    reconnect_min_seconds: float = Field(1.0, gt=0, le=3600, description="First reconnect delay.")
+    reconnect_max_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest reconnect delay (backoff doubles up to it)."
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> UplinkConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            raise ValueError("reconnect_min_seconds must not exceed reconnect_max_seconds")
+        hb = self.heartbeat_recording_seconds
+        if hb is not None and hb > self.heartbeat_seconds:
+            raise ValueError("heartbeat_recording_seconds must not exceed heartbeat_seconds")
+        return self
+
+
 class Config(_Section):
     unit: UnitConfig
     camera: CameraConfig
@@ -171,6 +291,13 @@ class Config(_Section):
     microphone: MicrophoneConfig = Field(default_factory=MicrophoneConfig)
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     signer: SignerConfig = Field(default_factory=SignerConfig)
+    panel: PanelConfig = Field(default_factory=PanelConfig)
+    officers: OfficersConfig = Field(default_factory=OfficersConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    osd: OsdConfig = Field(default_factory=OsdConfig)
+    uplink: UplinkConfig | None = Field(
+        None, description="The central MQTT broker; absent: the unit works offline."
+    )
 
 
 def _describe(error: Any) -> str:
@@ -251,9 +378,16 @@ def render_markdown() -> str:
     ]
     for section_name, section_field in Config.model_fields.items():
         model = section_field.annotation
+        optional = False
+        if not isinstance(model, type):  # `X | None`: an optional section
+            model = next(a for a in getattr(model, "__args__", ()) if a is not type(None))
+            optional = True
         assert isinstance(model, type) and issubclass(model, BaseModel)
         required = section_field.is_required()
-        lines += [f"## [{section_name}]" + (" (required)" if required else ""), ""]
+        suffix = " (required)" if required else " (optional section)" if optional else ""
+        lines += [f"## [{section_name}]{suffix}", ""]
+        if section_field.description:
+            lines += [section_field.description, ""]
         lines += ["| key | default | valid | meaning |", "| --- | --- | --- | --- |"]
         for key, field in model.model_fields.items():
             default = (

@@ -6,7 +6,9 @@ exists *before* the daemon touches its data directory. Must not: start capture.
 
 from __future__ import annotations
 
-from firmware_py.config import CameraConfig, Config, MicrophoneConfig
+from typing import Any
+
+from firmware_py.config import CameraConfig, Config, ConfigError, MicrophoneConfig, PanelConfig
 from hw.media import Camera, DeviceError, Microphone, VideoFormat
 
 
@@ -49,3 +51,38 @@ def check_devices(config: Config) -> None:
         from hw.microphone import PortAudioSource
 
         PortAudioSource.check(config.microphone.device)
+
+
+def build_panel(cfg: PanelConfig, pin_factory: Any = None) -> Any:
+    """The LED/button panel, or None. ``mock`` uses gpiozero's MockFactory (simulation)."""
+    if cfg.kind == "none":
+        return None
+    from hw.panel import Panel, PanelPins
+
+    if pin_factory is None and cfg.kind == "mock":
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+        pin_factory = MockFactory(pin_class=MockPWMPin)
+    pins = PanelPins(
+        green=cfg.green, red=cfg.red, yellow=cfg.yellow, buzzer=cfg.buzzer,
+        record=cfg.record, mark=cfg.mark, credential=cfg.credential,
+        triggers=dict(cfg.triggers), hold_seconds=cfg.hold_seconds,
+    )  # fmt: skip
+    try:
+        return Panel(pins, pin_factory=pin_factory)
+    except Exception as exc:  # gpiozero: no pin factory, pin in use, bad pin
+        raise DeviceError(f"panel: cannot open the GPIO pins ({exc})") from exc
+
+
+def load_roster(config: Config) -> Any:
+    """The officers' roster, or None; a bad roster file is a configuration error."""
+    if config.officers.roster is None:
+        return None
+    from pathlib import Path
+
+    from firmware_py.roster import Roster, RosterError
+
+    try:
+        return Roster.load(Path(config.officers.roster))
+    except RosterError as exc:
+        raise ConfigError(f"officers.roster: {exc}") from None

@@ -29,7 +29,7 @@ _STATE_STYLE = {
 
 
 class StatusView(Protocol):
-    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None: ...
+    def status(self, status: RecorderStatus, sealer: SealerStatus, unit: str = "") -> None: ...
 
     def event(self, event: RecorderEvent) -> None: ...
 
@@ -83,10 +83,15 @@ class LogView:
     def __init__(self, every: float = 10.0) -> None:
         self._every, self._last = every, 0.0
 
-    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None:
+    def status(self, status: RecorderStatus, sealer: SealerStatus, unit: str = "") -> None:
         if time.monotonic() - self._last >= self._every:
             self._last = time.monotonic()
-            log.info("%s; sealing: %s", describe_status(status), describe_sealer(sealer))
+            log.info(
+                "%s%s; sealing: %s",
+                f"{unit}; " if unit else "",
+                describe_status(status),
+                describe_sealer(sealer),
+            )
 
     def event(self, event: RecorderEvent) -> None:
         log.info("%s", describe_event(event))
@@ -103,6 +108,7 @@ class LiveView:
         self._events: deque[str] = deque(maxlen=8)
         self._status = RecorderStatus()
         self._sealer = SealerStatus()
+        self._unit = ""
         self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
         self._live.start()
 
@@ -115,6 +121,8 @@ class LiveView:
         table.add_column("", style="dim", no_wrap=True)
         table.add_column("")
         table.add_row("state", f"[{_STATE_STYLE.get(s.state, 'bold')}] {s.state.upper()} [/]")
+        if self._unit:
+            table.add_row("unit", self._unit)
         if s.fault:
             table.add_row("fault", f"[bold red]{s.fault}[/]")
         table.add_row("segment", s.segment or "—")
@@ -134,8 +142,8 @@ class LiveView:
         table.add_row("events", "\n".join(self._events) or "—")
         return table
 
-    def status(self, status: RecorderStatus, sealer: SealerStatus) -> None:
-        self._status, self._sealer = status, sealer
+    def status(self, status: RecorderStatus, sealer: SealerStatus, unit: str = "") -> None:
+        self._status, self._sealer, self._unit = status, sealer, unit
         self._live.update(self._render())
 
     def event(self, event: RecorderEvent) -> None:

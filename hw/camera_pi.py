@@ -73,6 +73,23 @@ class PiCamera:
         self._bitrate = bitrate
         self._iperiod = max(1, round(fmt.fps * gop_seconds))
         self._cam: Any = None
+        self.overlay = ""
+
+    def set_overlay(self, text: str) -> None:
+        """Text burnt into the frames with the time (drawn by OpenCV if installed)."""
+        self.overlay = text
+
+    def _draw_overlay(self, request: Any) -> None:
+        try:
+            import time
+
+            import cv2
+            from picamera2 import MappedArray
+        except ImportError:
+            return
+        line = time.strftime("%Y-%m-%d %H:%M:%S") + "  " + self.overlay
+        with MappedArray(request, "main") as m:
+            cv2.putText(m.array, line, (16, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
 
     def start(self, sink: PacketSink) -> None:
         try:
@@ -87,6 +104,7 @@ class PiCamera:
                 controls={"FrameRate": self.format.fps},
             )
             cam.configure(config)
+            cam.pre_callback = self._draw_overlay
             encoder = H264Encoder(bitrate=self._bitrate, repeat=True, iperiod=self._iperiod)
             cam.start_recording(encoder, make_recorder_output(sink, self.format.fps))
         except Exception as exc:

@@ -41,14 +41,15 @@ class TestPattern:
         self._font = ImageFont.load_default(size=max(12, height // 20))
         self._banner_h = max(16, height // 12)
 
-    def frame(self, index: int, text: str) -> av.VideoFrame:
+    def frame(self, index: int, text: str, overlay: str | None = None) -> av.VideoFrame:
         y = self._y.copy()
         box = max(8, self.height // 8)
         x0 = (index * 8) % (self.width - box)
         y0 = (self.height - box) // 2
         y[y0 : y0 + box, x0 : x0 + box] = 235
         banner = Image.new("L", (self.width, self._banner_h), 16)
-        ImageDraw.Draw(banner).text((8, 2), f"{self.label}  {text}", fill=235, font=self._font)
+        label = self.label if overlay is None else overlay
+        ImageDraw.Draw(banner).text((8, 2), f"{text}  {label}", fill=235, font=self._font)
         y[: self._banner_h] = np.asarray(banner)
         planes = np.concatenate(
             [y, self._u.reshape(-1, self.width), self._v.reshape(-1, self.width)]
@@ -68,7 +69,20 @@ class SimulatedCamera:
         self._pattern = TestPattern(fmt.width, fmt.height, label)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._frozen = threading.Event()
         self.frames_dropped = 0
+        self.overlay = label
+
+    def set_overlay(self, text: str) -> None:
+        """The line burnt into every frame after the time (device, officer, case)."""
+        self.overlay = text
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Simulate a stalled encoder: no packet leaves the camera until unfrozen."""
+        if frozen:
+            self._frozen.set()
+        else:
+            self._frozen.clear()
 
     def _encoder(self) -> av.VideoCodecContext:
         enc = av.CodecContext.create("libx264", "w")
@@ -106,7 +120,7 @@ class SimulatedCamera:
     def _encode(
         self, enc: av.VideoCodecContext, index: int, pts_us: int, duration_us: int, text: str
     ) -> list[EncodedPacket]:
-        frame = self._pattern.frame(index, f"{text}  #{index}")
+        frame = self._pattern.frame(index, text, self.overlay)
         frame.pts, frame.time_base = pts_us, _US
         return [
             EncodedPacket(
@@ -146,6 +160,9 @@ class SimulatedCamera:
                 index += skip
                 continue
             sleep_until_us(due)
+            if self._frozen.is_set():
+                index += 1
+                continue
             now_ns = time.time_ns()
             text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now_ns / 1e9))
             text += f".{now_ns // 1_000_000 % 1000:03d}"

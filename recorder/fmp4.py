@@ -115,6 +115,9 @@ class SegmentWriter:
             "frag_duration": str(self.fragment_us),
             "flush_packets": "1",
             "avoid_negative_ts": "disabled",
+            # Packets arrive already in time order (recorder.interleave); without this
+            # libavformat would hold a silent stream's partner for up to 10 s.
+            "max_interleave_delta": "200000",
         }
         self._out = av.open(self._sink, "w", format="mp4", options=options)
         self._out.metadata.update(self.metadata)

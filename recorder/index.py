@@ -222,6 +222,9 @@ class Index:
     def mark_event(self, event_id: int, seq: int) -> None:
         self.db.execute("UPDATE events SET ledger_seq = ? WHERE id = ?", [seq, event_id])
 
+    def entries_after(self, seq: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT seq, line FROM ledger WHERE seq > ? ORDER BY seq", [seq]))
+
     def last_entry(self) -> dict[str, Any] | None:
         rows = list(self.db.query("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1"))
         return rows[0] if rows else None

@@ -64,6 +64,8 @@ class RecorderStatus:
     ring_s: float = 0.0
     last_packet_us: dict[str, int] = field(default_factory=dict)
     last_sync_us: int | None = None  # when a fragment last reached the disk (monotonic)
+    recording_since_us: int | None = None  # when the current recording started (monotonic)
+    media_us: int | None = None  # recording timeline position of the newest packet written
     queued: int = 0
     fault: str | None = None
 
@@ -220,6 +222,7 @@ class Recorder:
             self._write_failed(exc)
             return
         self._set(
+            media_us=packet.end_us - self._origin_us,
             segment_media_s=(writer.media_end_us - writer.media_start_us) / 1e6,
             segment_bytes=writer.bytes_written,
             last_sync_us=writer.last_sync_us or self._status.last_sync_us,
@@ -254,7 +257,12 @@ class Recorder:
         except OSError as exc:
             self._write_failed(exc)
             return
-        self._set(state="recording", recording_id=self._recording_id, fault=None)
+        self._set(
+            state="recording",
+            recording_id=self._recording_id,
+            fault=None,
+            recording_since_us=monotonic_us(),
+        )
 
     def _open_segment(self, keyframe: EncodedPacket) -> None:
         assert self._index is not None and self._recording_id is not None
@@ -325,7 +333,9 @@ class Recorder:
             )
         self._recording_id = None
         self._ring.clear()
-        self._set(state="ready", segment=None, recording_id=None)
+        self._set(
+            state="ready", segment=None, recording_id=None, recording_since_us=None, media_us=None
+        )
 
     def _write_failed(self, exc: OSError) -> None:
         """The file system refused a write: keep every whole fragment, stop, say why."""

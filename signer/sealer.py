@@ -50,8 +50,10 @@ def stamp_now() -> Stamp:
     )
 
 
-def segment_body(row: dict[str, Any]) -> dict[str, Any]:
+def segment_body(row: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body of a segment entry; ``context`` (officer, case) when there is one."""
     return {
+        **({"context": context} if context else {}),
         "segment": {
             "name": row["name"],
             "recording": row["recording_id"],
@@ -67,7 +69,7 @@ def segment_body(row: dict[str, Any]) -> dict[str, Any]:
             "video_frames": row["video_frames"],
             "audio_frames": row["audio_frames"],
             "c2pa": bool(row.get("c2pa")),
-        }
+        },
     }
 
 
@@ -81,6 +83,7 @@ class Sealer:
         certificate: Path | None,
         c2pa: bool,
         on_entry: Callable[[Entry], None] = lambda e: None,
+        replay_after: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.evidence_dir = evidence_dir
         self._index_path = index_path
@@ -89,6 +92,7 @@ class Sealer:
         self._certificate = certificate
         self._c2pa = c2pa
         self._on_entry = on_entry
+        self._replay_after = replay_after
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._status = SealerStatus()
@@ -173,9 +177,17 @@ class Sealer:
         self._install_certificate(backend)
         ledger = Ledger(self.evidence_dir, self.device_id, backend)
         self._reconcile(index, ledger)
+        self._replay(index)
         if ledger.next_seq == 0:
             self._append(index, ledger, "genesis", self._genesis_body(backend), ref=None)
         return ledger
+
+    def _replay(self, index: Index) -> None:
+        """Hand the subscriber, in order, every entry it has not had (a power cut can fall
+        between the ledger's fsync and the subscriber's own)."""
+        after = self._replay_after()
+        for row in index.entries_after(-1 if after is None else after):
+            self._deliver(Entry.from_line(row["line"].encode()))
 
     def _install_certificate(self, backend: KeyBackend) -> None:
         """Copy the device certificate chain beside the evidence (it travels with it)."""
@@ -247,11 +259,14 @@ class Sealer:
         line = entry.to_line().decode().rstrip("\n")
         index.record_entry(entry.seq, entry.kind, entry.hash, offset, line, ref, entry.segment_name)
         self._set(last_seq=entry.seq)
+        self._deliver(entry)
+        return entry
+
+    def _deliver(self, entry: Entry) -> None:
         try:
             self._on_entry(entry)
         except Exception:
-            log.exception("entry subscriber failed")
-        return entry
+            log.exception("entry subscriber failed on entry %d", entry.seq)
 
     def _seal_pending(self, index: Index, ledger: Ledger) -> None:
         while pending := index.pending_events(20):
@@ -283,7 +298,10 @@ class Sealer:
             return
         if self._c2pa and not row.get("c2pa"):
             row = self._embed_c2pa(index, ledger, row)
-        self._append(index, ledger, "segment", segment_body(row), ref=event["id"], file=name)
+        context = {k: v for k, v in event["detail"].items() if k != "name"}
+        self._append(
+            index, ledger, "segment", segment_body(row, context), ref=event["id"], file=name
+        )
 
     def _embed_c2pa(self, index: Index, ledger: Ledger, row: dict[str, Any]) -> dict[str, Any]:
         """Put a C2PA manifest signed by the device key into the file, before the ledger

@@ -23,6 +23,13 @@ TONE_HZ = 1000
 MIC_RATE = 16000
 
 
+def _toml(value: Any) -> str:
+    """A TOML value for the scalars, lists and flat tables tests use."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     """A TOML config: a small simulated unit, overridden section by section.
 
@@ -50,7 +57,7 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     lines = []
     for name, values in base.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
         lines.append("")
     path.write_text("\n".join(lines))
     return path
