@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.media import DeviceError
@@ -247,6 +247,7 @@ def test_the_documented_table_is_the_code() -> None:
         assert table in doc, "docs/HARDWARE.md is stale: paste in `python -m hw.panel`"
 
 
+@settings(deadline=None)
 @given(
     st.builds(
         LedPattern,
@@ -356,9 +357,8 @@ def test_each_buzz_drives_the_buzzer_pin_as_the_table_says_and_returns_at_once()
     pins = {name: f.pin(12) for name, f in factories.items()}
     try:
         for name, panel in panels.items():
-            started = time.monotonic()
             panel.buzz(name)
-            assert time.monotonic() - started < 0.05, "buzz must not block"
+            assert len(pins[name].states) < 1 + 2 * BUZZ_PATTERNS[name].pulses, "buzz blocked"
 
         def all_done() -> bool:
             return all(len(pins[n].states) == 1 + 2 * s.pulses for n, s in BUZZ_PATTERNS.items())
