@@ -6,6 +6,9 @@ reads). Must not: set or step the clock.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,17 +59,24 @@ def boot_id() -> str:
 _TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def clock_synced() -> bool | None:
     """Whether the kernel considers the system clock synchronised (NTP/PTP/GNSS
     discipline, as adjtimex(2) reports it); None where that cannot be asked."""
-    import ctypes
-    import ctypes.util
-
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
         state = int(libc.adjtimex(timex))
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     if state < 0:
         return None

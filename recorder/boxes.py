@@ -113,9 +113,10 @@ class StreamingPartHasher:
     the file again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, whole_file: bool = True) -> None:
         self.parts: list[Part] = []
-        self.file_sha256 = hashlib.sha256()
+        self._whole = whole_file
+        self.file_sha256 = hashlib.sha256()  # stays empty unless whole_file
         self.position = 0
         self._part_start = 0
         self._part_hash = hashlib.sha256()
@@ -124,7 +125,8 @@ class StreamingPartHasher:
 
     def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        self.file_sha256.update(view)
+        if self._whole:
+            self.file_sha256.update(view)
         while view:
             if self._box_left:
                 n = min(self._box_left, len(view))

@@ -133,7 +133,9 @@ class SegmentWriter:
         self.audio_frames = 0
         self.last_sync_us: int | None = None  # CLOCK_MONOTONIC of the last fsync
 
-    def write(self, packet: EncodedPacket) -> None:
+    def write(self, packet: EncodedPacket, sync: bool = True) -> None:
+        """Mux one packet; fsync whatever whole fragment the muxer wrote (unless ``sync``
+        is False: a burst such as the pre-event ring, followed by ``sync()``)."""
         stream = self._video if packet.kind == "video" else self._audio
         if stream is None:
             return
@@ -149,7 +151,11 @@ class SegmentWriter:
             self.media_end_us = max(self.media_end_us, packet.end_us - self.origin_us)
         else:
             self.audio_frames += 1
-        if self._sink.sync():  # the muxer emitted a whole fragment: it is on disk now
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._sink.sync():  # the muxer emitted whole fragments: they are on disk now
             self.last_sync_us = monotonic_us()
 
     @property

@@ -118,6 +118,12 @@ class Recorder:
         self._segment_start_us = 0
         self._status = RecorderStatus()
         self._status_lock = threading.Lock()
+        # Changed for every packet, so kept as plain fields (written by the recorder thread
+        # only) and put into RecorderStatus when someone asks, not on every packet.
+        self._last_packet_us: dict[str, int] = {}
+        self._media_us: int | None = None
+        self._last_sync_us: int | None = None
+        self._ring_s = 0.0
         self._thread: threading.Thread | None = None
         self._index: Index | None = None
 
@@ -140,7 +146,23 @@ class Recorder:
 
     def status(self) -> RecorderStatus:
         with self._status_lock:
-            return replace(self._status, queued=self._queue.qsize())
+            base = self._status
+        writer = self._writer
+        segment: dict[str, Any] = {}
+        if writer is not None and base.state == "recording":
+            segment = {
+                "segment_media_s": (writer.media_end_us - writer.media_start_us) / 1e6,
+                "segment_bytes": writer.bytes_written,
+                "media_us": self._media_us,
+            }
+        return replace(
+            base,
+            last_packet_us=dict(self._last_packet_us),
+            last_sync_us=self._last_sync_us,
+            ring_s=self._ring_s,
+            queued=self._queue.qsize(),
+            **segment,
+        )
 
     def run_in_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
@@ -175,12 +197,10 @@ class Recorder:
                     self._command(item)
                 elif item is not None:
                     self._interleaver.push(item, monotonic_us())
-                    last = dict(self._status.last_packet_us)
-                    last[item.kind] = item.pts_us
-                    self._set(last_packet_us=last)
+                    self._last_packet_us[item.kind] = item.pts_us
                 for packet in self._interleaver.pop_ready(monotonic_us()):
                     self._handle(packet)
-                self._set(ring_s=self._ring.seconds)
+                self._ring_s = self._ring.seconds
         finally:
             self._index.close()
 
@@ -221,12 +241,9 @@ class Recorder:
         except OSError as exc:
             self._write_failed(exc)
             return
-        self._set(
-            media_us=packet.end_us - self._origin_us,
-            segment_media_s=(writer.media_end_us - writer.media_start_us) / 1e6,
-            segment_bytes=writer.bytes_written,
-            last_sync_us=writer.last_sync_us or self._status.last_sync_us,
-        )
+        self._media_us = packet.end_us - self._origin_us
+        if writer.last_sync_us is not None:
+            self._last_sync_us = writer.last_sync_us
 
     def _try_start(self) -> None:
         packets = self._ring.take()
@@ -251,12 +268,16 @@ class Recorder:
         )
         try:
             self._open_segment(first)
-            for packet in packets:
-                assert self._writer is not None
-                self._writer.write(packet)
+            writer = self._writer
+            assert writer is not None
+            for packet in packets:  # the pre-event ring: one fsync for all of it
+                writer.write(packet, sync=False)
+            writer.sync()
         except OSError as exc:
             self._write_failed(exc)
             return
+        self._media_us = packets[-1].end_us - self._origin_us
+        self._last_sync_us = writer.last_sync_us
         self._set(
             state="recording",
             recording_id=self._recording_id,
