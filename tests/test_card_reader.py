@@ -300,7 +300,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
 def test_evdev_reader_grabs_reads_cards_in_its_thread_and_lets_go_at_stop() -> None:
     device, seen = StandInDevice(), Seen()
     reader = EvdevCardReader(
-        "/dev/input/by-id/usb-reader-event-kbd", open_device=lambda path: device
+        "/dev/input/by-id/usb-reader-event-kbd", timeout=0.2, open_device=lambda path: device
     )
     reader.start(seen.card, seen.bad_read)
     try:

@@ -163,8 +163,7 @@ def mismatch(seen: dict[LedName, Look], want: dict[LedName, Look]) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def every_indication() -> dict[Indication, dict[LedName, Look]]:
+def watch_every_indication() -> dict[Indication, dict[LedName, Look]]:
     """Every indication shown at once, each on its own panel and MockFactory, watched for
     4.2 s (two cycles of the slowest pattern) after it settled."""
     leds_only = replace(
@@ -198,37 +197,32 @@ def test_every_indication_has_a_pattern_and_a_meaning() -> None:
     assert set(PATTERNS) == set(Indication) == set(MEANING)
 
 
-def test_each_indication_looks_as_the_table_says(
-    every_indication: dict[Indication, dict[LedName, Look]],
-) -> None:
+def test_every_indication_on_the_pins_is_as_documented_distinct_and_honest() -> None:
+    """One window for three checks (the window is the slow part)."""
+    seen = watch_every_indication()
+
+    # 1. each indication looks as the table says
     wrong = {
         ind.name: problems
-        for ind, seen in every_indication.items()
-        if (problems := mismatch(seen, expected_looks(PATTERNS[ind])))
+        for ind, looks_now in seen.items()
+        if (problems := mismatch(looks_now, expected_looks(PATTERNS[ind])))
     }
-    assert not wrong
+    assert not wrong, "not as the table says"
 
-
-def test_every_pair_of_indications_can_be_told_apart(
-    every_indication: dict[Indication, dict[LedName, Look]],
-) -> None:
-    same = [
+    # 2. an observer can tell every pair apart
+    alike = [
         (a.name, b.name)
         for a in Indication
         for b in Indication
-        if a.value < b.value
-        and all(every_indication[a][led].same_as(every_indication[b][led]) for led in LEDS)
+        if a.value < b.value and all(seen[a][led].same_as(seen[b][led]) for led in LEDS)
     ]
-    assert not same
+    assert not alike, "indistinguishable"
 
-
-def test_red_steady_if_and_only_if_recording_video_yellow_steady_if_and_only_if_audio_only(
-    every_indication: dict[Indication, dict[LedName, Look]],
-) -> None:
-    for ind, seen in every_indication.items():
-        assert (seen["red"].kind == "on") == ind.recording_video, ind
-        assert (seen["yellow"].kind == "on") == ind.recording_audio_only, ind
-        assert seen["green"].kind != "on", ind  # green is never a steady light
+    # 3. red steady iff video records, yellow steady iff audio only; green never steady
+    for ind, looks_now in seen.items():
+        assert (looks_now["red"].kind == "on") == ind.recording_video, ind
+        assert (looks_now["yellow"].kind == "on") == ind.recording_audio_only, ind
+        assert looks_now["green"].kind != "on", ind
 
 
 def test_show_is_idempotent_it_does_not_restart_a_blink(panel: Panel, factory: MockFactory) -> None:
