@@ -52,6 +52,32 @@ def describe_event(event: RecorderEvent) -> str:
             f"recovered {d['name']} after an interruption: {d['state']}, kept {d['kept_bytes']} bytes, "
             f"torn tail {d['torn_bytes']} bytes set aside"
         )
+    who = d.get("officer") or {}
+    officer = f"{who.get('id')} {who.get('name')}" if who else "no officer"
+    at = d.get("position") or {}
+    where = (
+        f" at {at['media_us'] / 1e6:.1f} s of recording {at['recording_id']}"
+        if at.get("media_us") is not None
+        else ""
+    )
+    simple = {
+        "officer_login": f"officer {officer} logged in",
+        "officer_logout": "officer logged out",
+        "credential_shown": f"credential {d.get('credential', '(none: no officer)')} shown by {officer}{where}",
+        "mark": f"mark by {officer}{where}" + (f": {d['text']}" if d.get("text") else ""),
+        "note": f"note by {officer}: {str(d.get('text', ''))[:60]}",
+        "unknown_card": f"card {d.get('card')} refused: {d.get('reason')}",
+        "record_button_knock": f"record button knocked{where}: recording continues",
+        "case_set": f"case set to {d.get('case')}",
+        "unit_started": f"unit started ({d.get('profile')})",
+        "unit_stopped": "unit stopping",
+    }
+    if event.kind in simple:
+        return simple[event.kind]
+    if event.kind == "state_changed":
+        to = d["to"]
+        faults = ", ".join(to["faults"]) or "no faults"
+        return f"state: {to['mode']} ({faults})"
     return f"{event.kind}: {d}"
 
 
