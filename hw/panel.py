@@ -39,8 +39,8 @@ Activity = Literal["idle", "recording", "audio_only"]
 
 BOUNCE_SECONDS = 0.03
 """Debounce for buttons and triggers: edges closer than this are one edge. Short enough
-that a deliberate tap (~80 ms or more) is never lost; on the Pi it is lgpio's glitch
-filter, done in the kernel driver, not by polling."""
+that a deliberate tap (~80 ms or more) is never lost. lgpio does it on the Pi; gpiozero's
+MockFactory does not, so tests see every edge (a bouncy knock is several short presses)."""
 
 
 @dataclass(frozen=True)
@@ -429,7 +429,9 @@ class _PressOrHold:
     before the hold time, else ``on_hold`` once the hold time is reached (and nothing
     at release). A press cannot produce both, whatever the timing of the threads."""
 
-    def __init__(self, button: Any, on_short: Callable[[], None], on_hold: Callable[[], None]):
+    def __init__(
+        self, button: Any, on_short: Callable[[], None], on_hold: Callable[[], None]
+    ) -> None:
         self._on_short, self._on_hold = on_short, on_hold
         self._lock = threading.Lock()
         self._down = False
