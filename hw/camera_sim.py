@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from hw.clock import monotonic_us, sleep_until_us
-from hw.media import DeviceError, EncodedPacket, PacketSink, VideoFormat
+from hw.media import DeviceError, DeviceThread, EncodedPacket, PacketSink, VideoFormat
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class SimulatedCamera:
         self._bitrate = bitrate
         self._gop = max(1, round(fmt.fps * gop_seconds))
         self._pattern = TestPattern(fmt.width, fmt.height, label)
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._worker = DeviceThread("camera-sim")
         self._frozen = threading.Event()
         self.frames_dropped = 0
         self.overlay = label
@@ -104,18 +103,10 @@ class SimulatedCamera:
         return enc
 
     def start(self, sink: PacketSink) -> None:
-        enc = self._encoder()
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(enc, sink), name="camera-sim", daemon=True
-        )
-        self._thread.start()
+        self._worker.start(self._run, self._encoder(), sink)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._worker.stop()
 
     def _encode(
         self, enc: av.VideoCodecContext, index: int, pts_us: int, duration_us: int, text: str
@@ -150,7 +141,7 @@ class SimulatedCamera:
         frame_us = round(1_000_000 / fps)
         t0 = monotonic_us()
         index = 0
-        while not self._stop.is_set():
+        while not self._worker.stopping.is_set():
             due = t0 + index * 1_000_000 // fps
             late = monotonic_us() - due
             if late > 3 * frame_us:

@@ -9,9 +9,10 @@ from different devices share one clock.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Kind = Literal["video", "audio"]
 
@@ -72,3 +73,23 @@ class Microphone(Protocol):
     def start(self, sink: PacketSink) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class DeviceThread:
+    """The thread a device produces packets on, and the flag that stops it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, target: Callable[..., None], *args: Any) -> None:
+        self.stopping.clear()
+        self._thread = threading.Thread(target=target, args=args, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

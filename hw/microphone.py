@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -24,7 +23,7 @@ import av
 import numpy as np
 
 from hw.clock import monotonic_us, sleep_until_us
-from hw.media import AudioFormat, DeviceError, EncodedPacket, PacketSink
+from hw.media import AudioFormat, DeviceError, DeviceThread, EncodedPacket, PacketSink
 
 log = logging.getLogger(__name__)
 
@@ -200,24 +199,16 @@ class AacMicrophone:
         self.source = source
         self.format = AudioFormat(sample_rate=source.sample_rate, channels=1)
         self._bitrate = bitrate
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._worker = DeviceThread("microphone")
         self.resyncs = 0
 
     def start(self, sink: PacketSink) -> None:
         encoder = AacEncoder(self.format.sample_rate, self._bitrate)
         self.source.open()
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(encoder, sink), name="microphone", daemon=True
-        )
-        self._thread.start()
+        self._worker.start(self._run, encoder, sink)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._worker.stop()
         self.source.close()
 
     def _run(self, encoder: AacEncoder, sink: PacketSink) -> None:
@@ -225,7 +216,7 @@ class AacMicrophone:
         frame_us = AAC_FRAME * 1_000_000 / rate
         anchor_us: int | None = None
         samples = 0  # samples since anchor
-        while not self._stop.is_set():
+        while not self._worker.stopping.is_set():
             if anchor_us is not None:
                 # Never run ahead of the clock: a real device blocks in read(), a file
                 # plugin does not, so wait until this buffer would have been captured.
