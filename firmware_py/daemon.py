@@ -36,6 +36,7 @@ from firmware_py.devices import (
     check_devices,
     load_roster,
 )
+from firmware_py.sdnotify import Notifier, ServiceReport
 from firmware_py.session import Session
 from firmware_py.state import Fault, Mode, Observation, StateMachine, Verdict, judge
 from firmware_py.view import StatusView
@@ -124,6 +125,7 @@ class Daemon:
         self._started_us = monotonic_us()
         self._last_reminder_us = 0
         self._on_duty: dict[str, dict[str, Any]] = {}  # officers during the current segment
+        self.systemd = ServiceReport(Notifier.from_env())  # READY/WATCHDOG/STATUS/STOPPING
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self._stop.set()
@@ -255,6 +257,7 @@ class Daemon:
                 self._tick(timeout=0.2)
         finally:
             log.info("stopping: sealing what is being written")
+            self.systemd.stopping()
             control.close()
             recorder.close()
             camera.stop()
@@ -387,7 +390,9 @@ class Daemon:
             self._last_reminder_us = now
         elif not verdict.recording:
             self._last_reminder_us = 0
-        self.view.status(rec, seal, self.describe_unit(verdict))
+        unit_line = self.describe_unit(verdict)
+        self.systemd.update(verdict, unit_line.splitlines()[0])
+        self.view.status(rec, seal, unit_line)
 
     def describe_unit(self, verdict: Verdict) -> str:
         """One line for people: the verdict, and what the LEDs say if there are LEDs."""
