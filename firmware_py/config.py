@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from firmware_py.validation import describe_error
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; ``str()`` lists every problem, one per line."""
@@ -192,6 +194,10 @@ class PanelConfig(_Section):
         default_factory=dict,
         description="Inputs that start recording when they go active, by name, e.g. `{holster = 16, lightbar = 20}`.",
     )
+    inverted_triggers: list[str] = Field(
+        default_factory=list,
+        description="Triggers that are active when their contact opens (a holster reed switch), by name.",
+    )
     hold_seconds: float = Field(
         2.0,
         ge=1.0,
@@ -301,17 +307,7 @@ class Config(_Section):
 
 
 def _describe(error: Any) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{where}: unknown key"
-    if kind == "missing":
-        return f"{where}: required but missing"
-    if kind == "value_error":
-        return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
-    got = error.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"
+    return describe_error(error, ".".join(str(p) for p in error["loc"]) or "(top level)")
 
 
 def parse(data: dict[str, Any], source: str = "config") -> Config:

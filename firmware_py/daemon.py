@@ -31,6 +31,7 @@ from firmware_py.config import Config, ConfigError
 from firmware_py.control import ControlServer
 from firmware_py.devices import (
     build_camera,
+    build_card_reader,
     build_microphone,
     build_panel,
     check_devices,
@@ -238,6 +239,12 @@ class Daemon:
         )  # fmt: skip
         if self.panel is not None:
             self._wire_panel(actions)
+        reader = build_card_reader(cfg)
+        if reader is not None:
+            reader.start(
+                lambda card: self.submit(lambda: actions.card(card, "reader"), wait=None),
+                lambda why: self.submit(lambda: self._bad_read(why), wait=None),
+            )
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self.request_stop)
@@ -252,6 +259,8 @@ class Daemon:
         self.journal("unit_started", {"profile": cfg.unit.profile})
         if cfg.recorder.autostart:
             actions.record_start("autostart")
+        for name in sorted(self.panel.active_triggers() if self.panel is not None else ()):
+            actions.record_start(f"trigger:{name}")  # already active at start: no edge will come
         try:
             while not self._stop.is_set():
                 self._tick(timeout=0.2)
@@ -269,6 +278,8 @@ class Daemon:
             if uplink is not None:
                 uplink.close()
             self.view.status(recorder.status(), sealer.status())
+            if reader is not None:
+                reader.stop()
             if self.panel is not None:
                 self.panel.close()
             self.view.close()
@@ -325,6 +336,13 @@ class Daemon:
         panel.on_trigger = lambda name: self.submit(
             lambda: actions.record_start(f"trigger:{name}"), wait=None
         )
+
+    def _bad_read(self, why: str) -> Reply:
+        """A card read cut short or garbled: flash the error, keep a note of it."""
+        if self.panel is not None:
+            self.panel.flash_error()
+        self.journal("card_read_failed", {"reason": why[:200]})
+        return {"ok": False, "error": why}
 
     def _session_changed(self) -> None:
         if self.session.officer is not None:

@@ -66,7 +66,8 @@ def build_panel(cfg: PanelConfig, pin_factory: Any = None) -> Any:
     pins = PanelPins(
         green=cfg.green, red=cfg.red, yellow=cfg.yellow, buzzer=cfg.buzzer,
         record=cfg.record, mark=cfg.mark, credential=cfg.credential,
-        triggers=dict(cfg.triggers), hold_seconds=cfg.hold_seconds,
+        triggers=dict(cfg.triggers), inverted_triggers=frozenset(cfg.inverted_triggers),
+        hold_seconds=cfg.hold_seconds,
     )  # fmt: skip
     try:
         return Panel(pins, pin_factory=pin_factory)
@@ -86,3 +87,13 @@ def load_roster(config: Config) -> Any:
         return Roster.load(Path(config.officers.roster))
     except RosterError as exc:
         raise ConfigError(f"officers.roster: {exc}") from None
+
+
+def build_card_reader(config: Config) -> Any:
+    """The officers' card reader, or None (cards can still be given with `liuhen ctl login`)."""
+    if config.officers.card_reader != "evdev":
+        return None
+    from hw.card_reader import EvdevCardReader
+
+    assert config.officers.card_device is not None
+    return EvdevCardReader(config.officers.card_device)

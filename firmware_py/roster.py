@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from firmware_py.validation import describe_error
 from hw.card_reader import InvalidCardId, normalize_card_id
 
 OFFICER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}"
@@ -141,18 +142,7 @@ def _where(loc: tuple[int | str, ...], data: Any) -> str:
 
 
 def _describe(error: Any, data: Any) -> str:
-    where = _where(tuple(error["loc"]), data)
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{where}: unknown key"
-    if kind == "missing":
-        return f"{where}: required but missing"
-    if kind == "value_error":
-        return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
-    got = error.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r:.60})"
-    msg = str(error["msg"])
-    return f"{where}: {msg[:1].lower()}{msg[1:]}{shown}"
+    return describe_error(error, _where(tuple(error["loc"]), data))
 
 
 def _duplicates(entries: list[OfficerEntry], data: Any) -> list[str]:
