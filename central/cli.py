@@ -1,0 +1,17 @@
+"""`liuhen central …`: the centre's commands, registered in one call.
+
+Owns: adding ``watch``, ``serve`` and ``export`` under a ``central`` sub-parser. Must
+not: contain any command's logic. The lead's ``firmware_py/cli.py`` may call
+``add_parsers(central.add_subparsers(...))`` instead of registering each module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from central import export, serve, watch
+
+
+def add_parsers(subparsers: Any) -> None:
+    for module in (watch, serve, export):
+        module.add_parser(subparsers)
