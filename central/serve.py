@@ -59,7 +59,8 @@ def _tls(what: str, make: Callable[[], Any]) -> Any:
     try:
         return make()
     except (OSError, ssl.SSLError, ValueError) as exc:
-        raise CentralConfigError(f"{what}: {exc}") from None
+        text = str(exc)
+        raise CentralConfigError(text if text.startswith(what) else f"{what}: {text}") from None
 
 
 class CentralServer:

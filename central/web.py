@@ -106,6 +106,25 @@ def peer_device(connection: Any) -> str | None:
     return None
 
 
+class _Counting:
+    """The request body, counting what the collector read of it."""
+
+    def __init__(self, source: Any) -> None:
+        self.source, self.count = source, 0
+
+    def read(self, n: int) -> bytes:
+        data: bytes = self.source.read(n)
+        self.count += len(data)
+        return data
+
+    def drain(self, n: int) -> bool:
+        """Read and drop the unread rest of a refused body, so the connection can go
+        on (a client still sending would otherwise see a reset, not the refusal)."""
+        while n > 0 and (data := self.read(min(n, 1 << 16))):
+            n -= len(data)
+        return n == 0
+
+
 def upload_handler(collector: Collector) -> type[BaseHTTPRequestHandler]:
     class UploadHandler(_Handler):
         def _target(self) -> tuple[str, str, str] | Reply:
@@ -131,13 +150,15 @@ def upload_handler(collector: Collector) -> type[BaseHTTPRequestHandler]:
                 length = int(length_text) if length_text is not None else None
             except ValueError:
                 length = None
-            if isinstance(target, Reply):
-                reply = target
-            elif length is None or length < 0:
+            body = _Counting(self.rfile)
+            if length is None or length < 0:
                 reply = refuse(411, "malformed", f"Content-Length required (got {length_text!r})")  # fmt: skip
+            elif isinstance(target, Reply):
+                reply = target
             else:
-                reply = collector.put(*target, self.headers.get("Content-Range"), length, self.rfile)  # type: ignore[arg-type]  # fmt: skip
-            if reply.status >= 400:  # the body may be unread: start afresh
+                reply = collector.put(*target, self.headers.get("Content-Range"), length, body)  # type: ignore[arg-type]  # fmt: skip
+            left = (length or 0) - body.count
+            if left > 0 and (length is None or length > collector.max_request_bytes or not body.drain(left)):  # fmt: skip
                 reply = Reply(reply.status, reply.body, {**reply.headers, "Connection": "close"})
             self.send_reply(reply)
 

@@ -253,7 +253,7 @@ class Uploader:
                     raise _Retry(f"{c.name}: the file is shorter ({offset} bytes) than its entry says ({c.bytes})", self.retry_max_s)  # fmt: skip
                 rng = f"bytes {offset}-{offset + len(chunk) - 1}/{c.bytes}"
                 answer = self._request("PUT", c, rng, chunk)
-                if answer.status < 300:
+                if answer.body.get("code") not in ("offset_mismatch", "busy"):  # it took them
                     self._set(sent_bytes=self._state["sent_bytes"] + len(chunk))
                 offset = self._follow(c, answer)
                 self._set(offset=offset or 0)
