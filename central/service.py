@@ -60,6 +60,7 @@ class Central:
         self.fleet = Fleet(trust, prefix, history=store, on_problem=self._problem, expect_genesis=True)  # fmt: skip
         self.collector: Collector | None = None
         self.counters = Counters()
+        self.cases: dict[str, str | None] = {}  # device -> case set on it (from its entries)
         self.lock = threading.RLock()  # the fleet's views and the counters
         self._changed: set[str] = set()
         self.on_changed: Any = lambda devices: None
@@ -139,6 +140,10 @@ class Central:
         assert outcome.entry is not None
         self.counters.entries += 1
         self.store.add_entry(outcome.entry, payload, outcome.trusted, now)
+        if outcome.entry.kind == "event" and b"case_set" in (outcome.entry.body or b""):
+            event = outcome.entry.body_json().get("event") or {}
+            if event.get("type") == "case_set":  # the unit's status does not carry the case
+                self.cases[view.device] = (event.get("detail") or {}).get("case")
         if not view.missing:
             self.alerts.resolve(view.device, "chain_gap")
 
@@ -189,7 +194,7 @@ class Central:
                 "state": s.get("state"),
                 "recording": s.get("state") == "recording",
                 "officer": s.get("officer"),
-                "case": s.get("case"),
+                "case": s.get("case", self.cases.get(device)),
                 "segment": s.get("segment"),
                 "last_seen": iso(seen),
                 "last_seen_age_s": None if seen is None else round(time.time() - seen, 1),

@@ -33,7 +33,7 @@ function unitRow(u) {
     (u.last_seq ?? "—") + (u.missing ? ", " + u.missing + " missing" : "") + (u.key_trusted ? "" : " (untrusted key)"));
   return el("tr", { "data-device": u.device, class: u.device === selected ? "selected" : "", onclick: () => select(u.device) },
     el("td", {}, el("b", {}, u.device)), el("td", { class: "link" }, link), el("td", { class: "state" }, state),
-    el("td", {}, officer), el("td", {}, u.case || "—"), el("td", { title: u.last_seen || "" }, ago(u.last_seen_age_s)),
+    el("td", {}, officer), el("td", { class: "case" }, u.case || "—"), el("td", { title: u.last_seen || "" }, ago(u.last_seen_age_s)),
     el("td", {}, backlog), el("td", { class: "uploads" }, `${up.stored || 0} / ${(up.awaiting || 0) + (up.partial || 0)} / `,
       el("span", { class: up.quarantined ? "bad" : "" }, String(up.quarantined || 0))),
     el("td", {}, storage), el("td", {}, u.battery ? u.battery.percent + "%" : "—"), el("td", {}, clock), el("td", {}, chain),
@@ -101,12 +101,12 @@ function timelineItem(item) {
 
 function segmentRow(s) {
   const cls = s.upload === "stored" ? "ok" : s.upload === "quarantined" ? "bad" : "warning";
-  const play = s.media ? el("button", { onclick: () => play(s) }, "play") : "";
+  const button = s.media ? el("button", { onclick: () => play(s) }, "play") : "";
   return el("tr", { "data-segment": s.name, "data-upload": s.upload },
     el("td", {}, "r" + s.recording + " / s" + s.seq, el("br"), el("code", { title: s.sha256 }, s.name)),
     el("td", {}, secs(s.media_start_us) + " – " + secs(s.media_end_us)),
     el("td", {}, (s.wall_start || "").replace("T", " ")),
-    el("td", { class: "verification " + cls }, s.verification), el("td", {}, play));
+    el("td", { class: "verification " + cls }, s.verification), el("td", {}, button));
 }
 
 async function loadDetail() {
@@ -120,8 +120,23 @@ async function loadDetail() {
   $("#unit-summary").replaceChildren(
     el("span", { class: "pill " + (u.recording ? "recording" : "") }, u.state || "?"), " ",
     "firmware " + (u.firmware || "?") + "; " + u.entries + " entries verified on arrival; last seen " + ago(u.last_seen_age_s));
-  $("#segments tbody").replaceChildren(...data.segments.map(segmentRow));
-  $("#timeline").replaceChildren(...data.timeline.map(timelineItem));
+  keyed($("#segments tbody"), data.segments, (s) => s.name, segmentRow);
+  keyed($("#timeline"), data.timeline, (t) => String(t.seq), timelineItem);
+}
+
+// Re-render only what changed: a row being clicked must not be swapped under the pointer.
+const rendered = new WeakMap();
+function keyed(parent, items, key, render) {
+  const before = rendered.get(parent) || new Map();
+  const after = new Map();
+  const nodes = items.map((item) => {
+    const k = key(item), text = JSON.stringify(item), old = before.get(k);
+    const node = old && old.text === text ? old.node : render(item);
+    after.set(k, { text, node });
+    return node;
+  });
+  rendered.set(parent, after);
+  if (nodes.length !== parent.children.length || nodes.some((n, i) => parent.children[i] !== n)) parent.replaceChildren(...nodes);
 }
 
 function play(s) {
@@ -136,11 +151,11 @@ function play(s) {
   // Segments continue the recording's timeline (a segment may start at 60 s): start
   // where the media is, not at 0.
   const toStart = () => {
-    if (video.buffered.length && video.currentTime < video.buffered.start(0)) video.currentTime = video.buffered.start(0);
-    if (video.buffered.length) {
-      video.dataset.ready = "1";
-      status.textContent = s.verification + " — plays from " + video.buffered.start(0).toFixed(1) + " s of recording " + s.recording;
-    }
+    if (!video.buffered.length) return;
+    const first = video.buffered.start(0);
+    if (video.currentTime < first) video.currentTime = first;
+    video.dataset.ready = "1";
+    status.textContent = s.verification + " — plays from " + video.currentTime.toFixed(1) + " s of recording " + s.recording;
   };
   video.onloadedmetadata = toStart;
   video.oncanplay = toStart;
@@ -152,9 +167,13 @@ function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("hello", () => { $("#live").className = "live"; $("#live").textContent = "live"; refreshAll().catch(console.error); });
   source.addEventListener("units", (e) => {
-    for (const u of JSON.parse(e.data)) units.set(u.device, u);
+    for (const u of JSON.parse(e.data)) {
+      const old = units.get(u.device);
+      units.set(u.device, u);
+      // New entries or upload progress change the unit's segments and timeline.
+      if (u.device === selected && (!old || old.last_seq !== u.last_seq || JSON.stringify(old.uploads) !== JSON.stringify(u.uploads))) scheduleDetail(200);
+    }
     renderUnits();
-    if (selected && JSON.parse(e.data).some((u) => u.device === selected)) scheduleDetail(300);
   });
   source.addEventListener("alert", () => {
     getJSON("/api/alerts").then((d) => renderAlerts(d.alerts)).catch(console.error);
