@@ -25,7 +25,7 @@ from typing import Any
 from bench import inputs, machine, results
 from bench.results import Context, Result
 
-ORDER = ("pipeline", "hashing", "seal", "mqtt", "realtime", "startlat", "panel", "profile")
+ORDER = ("pipeline", "hashing", "seal", "mqtt", "realtime", "startlat", "panel", "profile", "fleet")
 MODULES = {"startlat": "bench.startlat", "profile": "bench.profile"}
 FULL_INPUT_S, QUICK_INPUT_S = 600, 120
 

@@ -9,6 +9,7 @@ database (``central.serve`` does, and names the key when a file is unusable).
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +144,16 @@ def load(path: Path) -> CentralConfig:
     return parse(data, str(path))
 
 
+def _valid(field: Any) -> str:
+    rules = (("ge", ">="), ("le", "<="), ("min_length", "length >="), ("max_length", "length <="))
+    return ", ".join(
+        f"{sign} {getattr(meta, attr)}"
+        for meta in field.metadata
+        for attr, sign in rules
+        if getattr(meta, attr, None) is not None
+    )
+
+
 def reference_markdown() -> str:
     """The key reference of docs/CENTRAL.md, from this schema."""
     lines = []
@@ -153,11 +164,11 @@ def reference_markdown() -> str:
         lines += [
             f"### [{name}]{required}",
             "",
-            "| key | default | meaning |",
-            "| --- | --- | --- |",
+            "| key | default | valid | meaning |",
+            "| --- | --- | --- | --- |",
         ]
         for key, field in model.model_fields.items():
-            default = "*required*" if field.is_required() else f"`{field.default!r}`"
-            lines.append(f"| `{key}` | {default} | {field.description or ''} |")
+            default = "*required*" if field.is_required() else f"`{json.dumps(field.default)}`"
+            lines.append(f"| `{key}` | {default} | {_valid(field)} | {field.description or ''} |")
         lines.append("")
     return "\n".join(lines)
