@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import ssl
 import sys
 import threading
@@ -32,6 +31,7 @@ from central.collector import Collector
 from central.config import CentralConfig, CentralConfigError, load
 from central.hub import Hub
 from central.ingest import Ingest
+from central.running import until_stopped
 from central.service import Central
 from central.store import StoreError, open_store
 from central.trust import Trust
@@ -193,20 +193,13 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout, stop: threadin
     except Unavailable as exc:
         print(f"liuhen central serve: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    stop = stop or threading.Event()
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *a: stop.set())
     server.start()
     cfg = server.cfg
     print(f"liuhen central serve: MQTT {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.mqtt.client_id}; "
           f"uploads {server.upload_url}; monitor {server.monitor_url}", file=out, flush=True)  # fmt: skip
     try:
-        stop.wait(getattr(args, "duration", None))
+        until_stopped(stop or threading.Event(), getattr(args, "duration", None))
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         server.close()
     return 0
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from central.fleet import Fleet, UnitView
+from central.running import until_stopped
 from central.trust import Trust
 
 __all__ = ["Fleet", "Trust", "UnitView", "add_parser", "render", "run_watch"]
@@ -169,14 +168,9 @@ def run_watch(
     client.on_connect = on_connect
     client.connect_async(args.host, args.port)
     client.loop_start()
-    previous: Callable[..., Any] | int | None = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *a: stop.set())
     try:
-        stop.wait(args.duration)
+        until_stopped(stop, args.duration)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         client.disconnect()
         client.loop_stop()
     return 0

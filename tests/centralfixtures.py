@@ -29,17 +29,9 @@ from recorder.boxes import StreamingPartHasher
 from signer.sealer import stamp_now
 
 
-def _toml(value: Any) -> str:
-    return json.dumps(value)
-
-
 def write_central_config(path: Path, **sections: dict[str, Any]) -> Path:
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
+    """TOML (JSON's scalars and lists are TOML's) of flat sections."""
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()) + "\n" for name, values in sections.items()))  # fmt: skip
     return path
 
 
