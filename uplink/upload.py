@@ -219,6 +219,10 @@ class Uploader:
                 wait, delay = delay, min(delay * 2, self.retry_max_s)
             except sqlite3.Error as exc:
                 self._set(state="waiting", last_error=f"index: {exc}")
+            except Exception as exc:  # never let the thread die: say so and try again later
+                log.exception("upload: unexpected failure")
+                self._set(state="waiting", last_error=f"internal error: {exc!r}")
+                wait, delay = delay, min(delay * 2, self.retry_max_s)
             self._wake.wait(wait)
 
     def _pass(self) -> float:
@@ -245,6 +249,8 @@ class Uploader:
         answer = self._request("GET", c, None, b"")
         offset = self._follow(c, answer)
         path = self.evidence_dir / c.name
+        if not path.is_file():
+            raise _Retry(f"{c.name}: not in {self.evidence_dir} (its entry is {c.seq})", self.retry_max_s)  # fmt: skip
         with open(path, "rb") as f:
             while offset is not None and offset < c.bytes and not self._stop.is_set():
                 f.seek(offset)
