@@ -95,6 +95,7 @@ def _browse(url: str, profile: Path, shot: Path) -> dict[str, Any]:
 def test_the_centre_collects_verifies_shows_and_exports_a_real_unit(
     tmp_path: Path, daemon_factory: Any
 ) -> None:
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")  # fmt: skip
     with running_broker(tmp_path / "broker") as broker:
         rig = CentralRig(tmp_path / "central", broker)
         make_software_identity(tmp_path / "device.key", tmp_path / "device.pem", DEVICE)
