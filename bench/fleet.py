@@ -276,15 +276,22 @@ def sweep(work: Path, sizes: list[int], speed: float, seconds: float, log: Any =
     devices = make_units(units_dir, math.ceil(most / speed), entries)
     log(f"fleet: {len(devices)} units with {entries} signed entries each ready in {time.monotonic() - t:.0f} s")  # fmt: skip
     runs = []
-    for size in sorted(sizes):
-        result = run_size(work, units_dir, devices[: max(1, round(size / speed))], speed, seconds)
-        runs.append(result)
-        log(f"fleet: {result['equivalent_units']:.0f} units ({result['offered_msg_s']:.0f} msg/s): "
+    try:
+        for size in sorted(sizes):
+            result = run_size(work, units_dir, devices[: max(1, round(size / speed))], speed, seconds)  # fmt: skip
+            runs.append(result)
+            _report(result, log)
+            if not result["holds"]:
+                break
+    finally:
+        shutil.rmtree(units_dir, ignore_errors=True)  # ~0.4 MB a unit, in memory on tmpfs
+    return runs
+
+
+def _report(result: dict[str, Any], log: Any) -> None:
+    log(f"fleet: {result['equivalent_units']:.0f} units ({result['offered_msg_s']:.0f} msg/s): "
             f"{'holds' if result['holds'] else 'DOES NOT HOLD'}; drain {result['drain_s']:.2f} s, "
             f"worst wait {result['worst_wait_s']:.2f} s, collector CPU {100 * result['collector_cpu_share']:.0f}%")  # fmt: skip
-        if not result["holds"]:
-            break
-    return runs
 
 
 def run(ctx: Context) -> Result:
