@@ -28,7 +28,7 @@ from central.blobs import Blobs
 from central.receipts import make_receipt, sign_receipt
 from central.store import CentralStore, Row
 from signer.keys import KeyBackend
-from signer.verify import Report, _compare_file, file_sha256, hash_file
+from signer.verify import Report, compare_file, file_sha256, hash_file
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.mp4$")
@@ -58,7 +58,7 @@ def judge(path: Path, segment: Row) -> str | None:
         hasher = hash_file(path, lambda n: None)
     except ValueError as exc:
         return f"not the fragmented MP4 its entry describes: {exc}"
-    if _compare_file(path, expected, hasher, report, f"entry {segment['entry_seq']}"):
+    if compare_file(path, expected, hasher, report, f"entry {segment['entry_seq']}"):
         return None
     return report.findings[-1].message if report.findings else "differs from its entry"
 

@@ -10,12 +10,12 @@ database (``central.serve`` does, and names the key when a file is unusable).
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firmware_py.validation import describe_error, dotted, read_toml
 from uplink.topics import DEFAULT_PREFIX
 
 
@@ -111,17 +111,7 @@ class CentralConfig(_Section):
 
 
 def _line(error: Any) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    kind, message = error["type"], str(error["msg"])
-    if kind == "extra_forbidden":
-        return f"{where}: unknown key"
-    if kind == "missing":
-        return f"{where}: required but missing"
-    message = message.removeprefix("Value error, ")
-    value = error.get("input")
-    return f"{where}: {message[:1].lower()}{message[1:]}" + (
-        "" if isinstance(value, dict) or kind == "value_error" else f" (got {value!r})"
-    )
+    return describe_error(error, dotted(error["loc"]))
 
 
 def parse(data: dict[str, Any], source: str = "config") -> CentralConfig:
@@ -133,15 +123,7 @@ def parse(data: dict[str, Any], source: str = "config") -> CentralConfig:
 
 
 def load(path: Path) -> CentralConfig:
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CentralConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CentralConfigError(f"{path}: cannot read configuration: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CentralConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, str(path))
+    return parse(read_toml(path, CentralConfigError), str(path))
 
 
 def _valid(field: Any) -> str:

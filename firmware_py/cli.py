@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from central import watch as central_watch
+from central import cli as central_cli
 from firmware_py import __version__, ctl_cli, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
 from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cli.add_parser(sub)
     evidence_cli.add_parser(sub)
     central = sub.add_parser("central", help="tools for the central monitoring staff")
-    central_watch.add_parser(central.add_subparsers(dest="central_command", required=True))
+    central_cli.add_parsers(central.add_subparsers(dest="central_command", required=True))
 
     devices = sub.add_parser("devices", help="list PortAudio input devices")
     devices.set_defaults(func=_cmd_devices)

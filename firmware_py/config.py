@@ -11,13 +11,12 @@ setting an operator believes in and the unit does not have.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from firmware_py.validation import describe_error
+from firmware_py.validation import constraints, describe_error, dotted, read_toml
 
 
 class ConfigError(ValueError):
@@ -307,7 +306,7 @@ class Config(_Section):
 
 
 def _describe(error: Any) -> str:
-    return describe_error(error, ".".join(str(p) for p in error["loc"]) or "(top level)")
+    return describe_error(error, dotted(error["loc"]))
 
 
 def parse(data: dict[str, Any], source: str = "config") -> Config:
@@ -319,44 +318,7 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def load(path: Path) -> Config:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, str(path))
-
-
-def _constraints(field: Any) -> str:
-    parts = []
-    for meta in field.metadata:
-        for attr, sym in (
-            ("ge", ">="),
-            ("gt", ">"),
-            ("le", "<="),
-            ("lt", "<"),
-            ("multiple_of", "multiple of"),
-        ):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{sym} {value}")
-        for attr, label in (
-            ("min_length", "length >="),
-            ("max_length", "length <="),
-            ("pattern", "matches"),
-        ):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                parts.append(f"{label} `{value}`")
-    annotation = field.annotation
-    if getattr(annotation, "__origin__", None) is Literal:
-        parts.append("one of " + ", ".join(f"`{a}`" for a in annotation.__args__))
-    return "; ".join(parts)
+    return parse(read_toml(path, ConfigError), str(path))
 
 
 def render_markdown() -> str:
@@ -391,7 +353,7 @@ def render_markdown() -> str:
             )
             default = default.replace("True", "true").replace("False", "false")
             lines.append(
-                f"| `{key}` | {default} | {_constraints(field)} | {field.description or ''} |"
+                f"| `{key}` | {default} | {constraints(field)} | {field.description or ''} |"
             )
         lines.append("")
     return "\n".join(lines)

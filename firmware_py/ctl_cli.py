@@ -94,7 +94,7 @@ def send(args: argparse.Namespace, message: dict[str, Any], who: str) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    message = parse_words(args.words)
+    message = parse_words(args.words + (["--clear"] if args.clear else []))
     if message is None:
         print(
             f"liuhen ctl: unknown request {' '.join(args.words)!r}; try: {USAGE}", file=sys.stderr
@@ -117,6 +117,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ctl = sub.add_parser("ctl", help="talk to the running daemon: " + USAGE)
     _target(ctl)
     ctl.add_argument("words", nargs="+", metavar="REQUEST", help=USAGE)
+    ctl.add_argument("--clear", action="store_true", help="with `case`: clear the case number")
     ctl.set_defaults(func=cmd_ctl)
     note = sub.add_parser(
         "note", help="file a written note, e.g. the reason recording was impossible"

@@ -1,12 +1,16 @@
-"""How a validation problem reads to a person: one line naming where and what.
+"""Reading and checking TOML files the same way everywhere (unit config, roster,
+central config): how a problem reads to a person, one line naming where and what.
 
-Owns: turning one pydantic error into `where: what (got …)`, the same for the
-configuration and the roster. Must not: know either schema.
+Owns: turning one pydantic error into `where: what (got …)`, reading a TOML file with
+errors that name it, and how a field's valid range is written in the references.
+Must not: know any schema.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
 
 
 def describe_error(error: Any, where: str) -> str:
@@ -21,3 +25,49 @@ def describe_error(error: Any, where: str) -> str:
     shown = "" if isinstance(got, dict | list) else f" (got {got!r:.60})"
     msg = str(error["msg"])
     return f"{where}: {msg[:1].lower()}{msg[1:]}{shown}"
+
+
+def dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """A TOML file's data; ``error`` (naming the file and what is wrong) otherwise."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
+def constraints(field: Any) -> str:
+    """A field's valid range as the reference tables show it."""
+    parts = []
+    for meta in field.metadata:
+        for attr, sym in (
+            ("ge", ">="),
+            ("gt", ">"),
+            ("le", "<="),
+            ("lt", "<"),
+            ("multiple_of", "multiple of"),
+        ):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{sym} {value}")
+        for attr, label in (
+            ("min_length", "length >="),
+            ("max_length", "length <="),
+            ("pattern", "matches"),
+        ):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{label} `{value}`")
+    annotation = field.annotation
+    if getattr(annotation, "__origin__", None) is Literal:
+        parts.append("one of " + ", ".join(f"`{a}`" for a in annotation.__args__))
+    return "; ".join(parts)

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   ffmpeg portaudio19-dev libportaudio2 alsa-utils libcap-dev
   mosquitto mosquitto-clients softhsm2
   swtpm swtpm-tools tpm2-tools libtss2-dev
+  chromium
 )
 
 missing=()

@@ -45,8 +45,10 @@ def _belongs(body: dict[str, Any], recordings: set[int], names: set[str]) -> boo
     if isinstance(segment, dict):
         return segment.get("recording") in recordings
     detail = (body.get("event") or {}).get("detail") or {}
+    position = detail.get("position") or {}  # marks, credential shown, notes, log-ins
     return (
         detail.get("recording_id") in recordings
+        or position.get("recording_id") in recordings
         or detail.get("segment") in names
         or detail.get("name") in names
     )

@@ -129,7 +129,7 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _compare_file(
+def compare_file(
     path: Path, seg: dict[str, Any], hasher: StreamingPartHasher, report: Report, where: str
 ) -> bool:
     """True if the file is exactly what the entry says; else name how it differs."""
@@ -331,7 +331,7 @@ def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], 
         return
     hasher = hash_file(path, progress)
     report.bytes_hashed += hasher.position
-    if not _compare_file(path, seg, hasher, report, where):
+    if not compare_file(path, seg, hasher, report, where):
         mismatched[name] = file_sha256(path)
 
 

@@ -91,10 +91,11 @@ def _browse(url: str, profile: Path, shot: Path) -> dict[str, Any]:
             browser.close()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")  # fmt: skip
 def test_the_centre_collects_verifies_shows_and_exports_a_real_unit(
     tmp_path: Path, daemon_factory: Any
 ) -> None:
+    # Both come with `make test` (scripts/bootstrap.sh, the dev extra): absent is a failure.
+    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)"
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")  # fmt: skip
     with running_broker(tmp_path / "broker") as broker:
         rig = CentralRig(tmp_path / "central", broker)
