@@ -17,6 +17,8 @@ people and shell recipes, the index row for crash reconciliation) that no check 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -222,8 +224,16 @@ class Ledger:
         line = entry.to_line()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):  # a full disk takes what fits: never leave half a line
+                    raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes fit")
+                os.fsync(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self.size)  # back to the last whole entry
+                why = f"{self.path}: entry {header['seq']} not written ({exc.strerror})"
+                raise OSError(exc.errno, why) from exc
         finally:
             os.close(fd)
         if self.size == 0:
