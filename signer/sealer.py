@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -136,7 +137,7 @@ class Sealer:
                         backend = open_backend(self._spec)
                         ledger = self._open_ledger(index, backend)
                         self._set(state="ok", error=None, key=backend.protection)
-                    except (KeyBackendError, LedgerError, OSError) as exc:
+                    except (KeyBackendError, LedgerError, OSError, sqlite3.Error) as exc:
                         if backend is not None:
                             backend.close()
                             backend = None
@@ -149,8 +150,11 @@ class Sealer:
                 else:
                     try:
                         self._seal_pending(index, ledger)
-                    except KeyBackendError as exc:
-                        self._fault(index, f"signing failed: {exc}")
+                    except (KeyBackendError, LedgerError, OSError, sqlite3.Error) as exc:
+                        # A full or read-only disk, or a key gone: nothing is marked sealed
+                        # that is not in the ledger; reopening it sets a torn line aside.
+                        what = "signing failed" if isinstance(exc, KeyBackendError) else "ledger"
+                        self._fault(index, f"{what}: {exc}")
                         ledger = None
                         if backend is not None:
                             backend.close()
@@ -165,13 +169,15 @@ class Sealer:
             index.close()
 
     def _fault(self, index: Index, error: str) -> None:
+        try:
+            backlog = index.pending_count()
+        except sqlite3.Error:  # the index itself is what failed: keep the last count
+            backlog = self.status().backlog
         if self.status().error != error:
             log.error(
-                "sealer: %s (recording continues; %d items wait to be sealed)",
-                error,
-                index.pending_count(),
+                "sealer: %s (recording continues; %d items wait to be sealed)", error, backlog
             )
-        self._set(state="fault", error=error, backlog=index.pending_count())
+        self._set(state="fault", error=error, backlog=backlog)
 
     def _open_ledger(self, index: Index, backend: KeyBackend) -> Ledger:
         self._install_certificate(backend)
