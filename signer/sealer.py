@@ -10,6 +10,7 @@ only grows a backlog, which it works off when the key is back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -201,18 +202,28 @@ class Sealer:
         if self._certificate is None:
             return
         pem = self._certificate.read_text()
-        chain = load_chain_pem(pem)
+        try:
+            chain = load_chain_pem(pem)
+        except ValueError as exc:
+            raise LedgerError(f"{self._certificate}: not a PEM certificate chain ({exc})") from None
         if not chain or chain[0].public_key() != backend.public_key():
             raise LedgerError(f"{self._certificate}: the certificate is not for this unit's key")
         self._chain_pem = pem
         target = self.evidence_dir / CERT_FILE
-        if target.exists() and target.read_text() == pem:
+        if target.exists() and target.read_text(errors="replace") == pem:
             return
-        if target.exists():  # a re-issued certificate: keep the old one beside it
-            old = load_chain_pem(target.read_text())[0]
-            os.replace(target, self.evidence_dir / f"device-{fingerprint(old)[:16]}.pem")
+        if target.exists():  # a re-issued certificate, or one a crash mangled: keep it aside
+            old = target.read_bytes()
+            try:
+                aside = f"device-{fingerprint(load_chain_pem(old)[0])[:16]}.pem"
+            except (ValueError, IndexError):
+                aside = f"device-unreadable-{hashlib.sha256(old).hexdigest()[:16]}.pem"
+            os.replace(target, self.evidence_dir / aside)
         tmp = target.with_name(".device.pem.tmp")
-        tmp.write_text(pem)
+        with open(tmp, "w") as f:  # on disk before the rename names it: a power cut after
+            f.write(pem)  # the rename must not leave an empty device.pem
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
         fsync_dir(self.evidence_dir)
 
