@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -238,7 +239,7 @@ class Recorder:
                 writer = self._writer
                 assert writer is not None
             writer.write(packet)
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:  # the file or the index refused a write
             self._write_failed(exc)
             return
         self._media_us = packet.end_us - self._origin_us
@@ -256,9 +257,13 @@ class Recorder:
         self._origin_us = first.pts_us
         self._seq = 0
         clock = ClockReading.now()
-        self._recording_id = self._index.begin_recording(
-            trigger, utc_iso(clock.wall_for(first.pts_us))
-        )
+        try:
+            self._recording_id = self._index.begin_recording(
+                trigger, utc_iso(clock.wall_for(first.pts_us))
+            )
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            return
         self._emit(
             "recording_started",
             monotonic_us(),
@@ -273,7 +278,7 @@ class Recorder:
             for packet in packets:  # the pre-event ring: one fsync for all of it
                 writer.write(packet, sync=False)
             writer.sync()
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             self._write_failed(exc)
             return
         self._media_us = packets[-1].end_us - self._origin_us
@@ -341,14 +346,17 @@ class Recorder:
         if self._writer is not None:
             try:
                 self._seal_current()
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 self._write_failed(exc)
                 return
         if self._recording_id is not None:
             clock = ClockReading.now()
-            self._index.end_recording(
-                self._recording_id, reason, utc_iso(clock.wall_for(clock.monotonic_us))
-            )
+            try:
+                self._index.end_recording(
+                    self._recording_id, reason, utc_iso(clock.wall_for(clock.monotonic_us))
+                )
+            except sqlite3.Error as exc:  # the stop is still journaled by the daemon
+                log.error("recording %d: the index refused its end: %s", self._recording_id, exc)
             self._emit(
                 "recording_stopped", monotonic_us(), recording_id=self._recording_id, reason=reason
             )
@@ -358,7 +366,7 @@ class Recorder:
             state="ready", segment=None, recording_id=None, recording_since_us=None, media_us=None
         )
 
-    def _write_failed(self, exc: OSError) -> None:
+    def _write_failed(self, exc: OSError | sqlite3.Error) -> None:
         """The file system refused a write: keep every whole fragment, stop, say why."""
         writer, self._writer = self._writer, None
         log.error("writing evidence failed: %s", exc)
