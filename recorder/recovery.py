@@ -113,6 +113,9 @@ def recover_part(part: Path, index: Index) -> Recovered:
     if index.segment(name) is None:
         index.add_open_segment(name=name, recording_id=None, seq=None)
     clock = ClockReading.now()
+    # Cut between sealing's chmod 0444 and its rename, the file is read-only already; the
+    # service has no capability to override that, so make it writable for the cut.
+    os.chmod(part, 0o640)
     with open(part, "r+b") as f:
         f.truncate(keep)
         f.flush()
