@@ -18,6 +18,7 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +128,8 @@ class Daemon:
         self._last_reminder_us = 0
         self._on_duty: dict[str, dict[str, Any]] = {}  # officers during the current segment
         self.systemd = ServiceReport(Notifier.from_env())  # READY/WATCHDOG/STATUS/STOPPING
+        self._held: list[tuple[str, int, str, dict[str, Any]]] = []  # refused by the index
+        self._held_error: str | None = None
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self._stop.set()
@@ -138,7 +141,7 @@ class Daemon:
         clock = ClockReading.now()
         event = RecorderEvent(kind, clock.monotonic_us, utc_iso(clock.wall_for(clock.monotonic_us)),
                               {**detail, **self.session.context()})  # fmt: skip
-        self._index.add_event(event.kind, event.mono_us, event.at, event.detail)
+        self._add_event(event.kind, event.mono_us, event.at, event.detail)
         self.view.event(event)
         if self._sealer is not None:
             self._sealer.notify()
@@ -155,10 +158,31 @@ class Daemon:
                 detail["case"] = self.session.case
         else:
             detail = {**event.detail, **self.session.context()}
-        self._index.add_event(event.kind, event.mono_us, event.at, detail)  # the sealer's journal
+        self._add_event(event.kind, event.mono_us, event.at, detail)  # the sealer's journal
         self.view.event(event)
         if self._sealer is not None:
             self._sealer.notify()
+
+    def _add_event(self, kind: str, mono_us: int, at: str, detail: dict[str, Any]) -> None:
+        """Into the index, in order. While the index refuses writes (a full or read-only
+        disk) events are held here and written, still in order, once it takes them."""
+        self._held.append((kind, mono_us, at, detail))
+        self._write_held()
+
+    def _write_held(self) -> None:
+        assert self._index is not None
+        while self._held:
+            try:
+                self._index.add_event(*self._held[0])
+            except sqlite3.Error as exc:
+                if self._held_error is None:
+                    log.error("the index refuses events (%s): holding them until it does", exc)
+                self._held_error = str(exc)
+                return
+            self._held.pop(0)
+        if self._held_error is not None:
+            log.info("the index takes events again: held events journaled")
+            self._held_error = None
 
     # --- actions from other threads ---------------------------------------------------
     def submit(self, action: Callable[[], Reply], wait: float | None = 10.0) -> Reply:
@@ -274,6 +298,9 @@ class Daemon:
                 microphone.stop()
             self._tick(timeout=0)
             self.journal("unit_stopped", {})
+            if self._held:
+                log.error("%d events were never journaled (%s): %s", len(self._held),
+                          self._held_error, ", ".join(e[0] for e in self._held))  # fmt: skip
             sealer.close()
             if uplink is not None:
                 uplink.close()
@@ -378,6 +405,7 @@ class Daemon:
 
     def _assess(self) -> None:
         assert self._recorder is not None and self._sealer is not None
+        self._write_held()
         rec, seal = self._recorder.status(), self._sealer.status()
         usage = shutil.disk_usage(self.data.root)
         now = monotonic_us()
