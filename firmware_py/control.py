@@ -76,8 +76,8 @@ class ControlServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        with contextlib.suppress(OSError):  # gone, or on a disk gone read-only: the next
+            self.path.unlink()  # start replaces a stale socket
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
