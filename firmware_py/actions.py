@@ -55,6 +55,7 @@ class UnitActions:
         feedback: Feedback,
         on_session_change: Callable[[], None] = lambda: None,
         profile: str = "body",
+        cannot_record: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.recorder = recorder
         self.session = session
@@ -63,6 +64,7 @@ class UnitActions:
         self.feedback = feedback
         self.on_session_change = on_session_change
         self.profile = profile
+        self.cannot_record = cannot_record  # why a recording must not start now (full disk)
 
     def position(self) -> dict[str, Any] | None:
         """Where in the recorded media this moment falls, if recording."""
@@ -74,6 +76,11 @@ class UnitActions:
     def record_start(self, source: str) -> Reply:
         if self.recorder.status().state == "recording":
             return {"ok": True, "note": "already recording"}
+        why = self.cannot_record()
+        if why is not None:
+            self.journal("record_refused", {"source": source, "reason": why})
+            self.feedback.flash_error()
+            return {"ok": False, "error": f"recording not started: {why}"}
         self.recorder.start(source)
         self.feedback.buzz("start")
         return {"ok": True}

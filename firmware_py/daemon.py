@@ -260,6 +260,7 @@ class Daemon:
         actions = self.actions = UnitActions(
             recorder, self.session, roster, self.journal, self.panel or NoFeedback(),
             on_session_change=self._session_changed, profile=cfg.unit.profile,
+            cannot_record=self._cannot_record,
         )  # fmt: skip
         if self.panel is not None:
             self._wire_panel(actions)
@@ -312,6 +313,13 @@ class Daemon:
             self.view.close()
             index.close()
         return EX_OK
+
+    def _cannot_record(self) -> str | None:
+        """Below [storage] stop_free_mb a recording would eat the reserve: refuse it."""
+        free, stop = shutil.disk_usage(self.data.root).free, self.config.storage.stop_free_mb
+        if free < stop << 20:
+            return f"storage full: {free / 2**20:.1f} MB free, under [storage] stop_free_mb={stop}"
+        return None
 
     def _make_uplink(self) -> Uplink | None:
         cfg = self.config
