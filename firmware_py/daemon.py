@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from firmware_py.actions import NoFeedback, Reply, UnitActions
+from firmware_py.clockwatch import ClockWatch
 from firmware_py.config import Config, ConfigError
 from firmware_py.control import ControlServer
 from firmware_py.devices import (
@@ -128,6 +129,7 @@ class Daemon:
         self._last_reminder_us = 0
         self._on_duty: dict[str, dict[str, Any]] = {}  # officers during the current segment
         self.systemd = ServiceReport(Notifier.from_env())  # READY/WATCHDOG/STATUS/STOPPING
+        self.clock_watch = ClockWatch()  # every step of the wall clock becomes an event
         self._held: list[tuple[str, int, str, dict[str, Any]]] = []  # refused by the index
         self._held_error: str | None = None
 
@@ -414,6 +416,8 @@ class Daemon:
     def _assess(self) -> None:
         assert self._recorder is not None and self._sealer is not None
         self._write_held()
+        if (step := self.clock_watch.step()) is not None:
+            self.journal("clock_stepped", step)
         rec, seal = self._recorder.status(), self._sealer.status()
         usage = shutil.disk_usage(self.data.root)
         now = monotonic_us()
