@@ -289,6 +289,38 @@ class UplinkConfig(_Section):
         return self
 
 
+class UploadConfig(_Section):
+    url: str = Field(
+        pattern=r"^https://[^/\s]+(/.*)?$",
+        description="The central collector's upload endpoint, e.g. `https://collector.example:8443` (docs/CENTRAL.md).",
+    )
+    ca_file: str | None = Field(
+        None, description="CA of the collector's certificate (default: `[uplink] ca_file`)."
+    )
+    cert_file: str | None = Field(
+        None, description="TLS client certificate (default: `[uplink] cert_file`)."
+    )
+    key_file: str | None = Field(None, description="TLS client key (default: `[uplink] key_file`).")
+    chunk_bytes: int = Field(
+        4 << 20,
+        ge=64 << 10,
+        le=64 << 20,
+        description="Bytes sent per request; an interrupted upload resumes from the last whole chunk.",
+    )
+    poll_seconds: float = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="How often to look for segments to upload when not told of a new one.",
+    )
+    retry_max_seconds: float = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="Longest wait between attempts while the collector cannot be reached.",
+    )
+
+
 class Config(_Section):
     unit: UnitConfig
     camera: CameraConfig
@@ -302,6 +334,10 @@ class Config(_Section):
     osd: OsdConfig = Field(default_factory=OsdConfig)
     uplink: UplinkConfig | None = Field(
         None, description="The central MQTT broker; absent: the unit works offline."
+    )
+    upload: UploadConfig | None = Field(
+        None,
+        description="Upload of sealed segments to the central collector (marked ones first); absent: no upload. Nothing is deleted on acknowledgement.",
     )
 
 

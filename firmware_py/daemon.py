@@ -47,8 +47,10 @@ from hw.clock import ClockReading, monotonic_us, utc_iso
 from recorder.index import Index
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
+from signer.ledger import Entry
 from signer.sealer import Sealer
 from uplink.client import Uplink, UplinkSettings
+from uplink.upload import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,7 @@ class Daemon:
         self.actions: UnitActions | None = None
         self.camera: Any = None
         self.uplink: Uplink | None = None
+        self.uploader: Uploader | None = None
         self._started_us = monotonic_us()
         self._last_reminder_us = 0
         self._on_duty: dict[str, dict[str, Any]] = {}  # officers during the current segment
@@ -226,6 +229,7 @@ class Daemon:
             now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
         )
         uplink = self.uplink = self._make_uplink()
+        uploader = self.uploader = self._make_uploader()
         sealer = self._sealer = Sealer(
             self.data.evidence,
             self.data.index,
@@ -233,14 +237,14 @@ class Daemon:
             cfg.keys.spec(),
             Path(cfg.keys.certificate) if cfg.keys.certificate else None,
             cfg.signer.c2pa,
-            on_entry=(lambda e: uplink.publish_entry(e.seq, e.to_line()))
-            if uplink
-            else (lambda e: None),
+            on_entry=self._entry_made,
             replay_after=uplink.last_queued_seq if uplink else (lambda: None),
         )
         sealer.run_in_thread()
         if uplink is not None:
             uplink.start()
+        if uploader is not None:
+            uploader.start()
         camera = self.camera = build_camera(cfg.camera, label=cfg.unit.device_id)
         microphone = build_microphone(cfg.microphone)
         settings = RecorderSettings(
@@ -307,6 +311,8 @@ class Daemon:
             sealer.close()
             if uplink is not None:
                 uplink.close()
+            if uploader is not None:
+                uploader.close()
             self.view.status(recorder.status(), sealer.status())
             if reader is not None:
                 reader.stop()
@@ -322,6 +328,27 @@ class Daemon:
         if free < stop << 20:
             return f"storage full: {free / 2**20:.1f} MB free, under [storage] stop_free_mb={stop}"
         return None
+
+    def _entry_made(self, entry: Entry) -> None:
+        """Every ledger entry, in order, as the sealer makes it (the sealer's thread)."""
+        if self.uplink is not None:
+            self.uplink.publish_entry(entry.seq, entry.to_line())
+        if self.uploader is not None and entry.kind == "segment":
+            self.uploader.notify()
+
+    def _make_uploader(self) -> Uploader | None:
+        cfg, up = self.config, self.config.upload
+        if up is None:
+            return None
+        tls = cfg.uplink
+        return Uploader(
+            self.data.evidence, self.data.index, up.url,
+            up.ca_file or (tls.ca_file if tls else None),
+            up.cert_file or (tls.cert_file if tls else None),
+            up.key_file or (tls.key_file if tls else None),
+            cfg.unit.device_id, self._uplink_event,
+            chunk_bytes=up.chunk_bytes, poll_s=up.poll_seconds, retry_max_s=up.retry_max_seconds,
+        )  # fmt: skip
 
     def _make_uplink(self) -> Uplink | None:
         cfg = self.config
@@ -475,6 +502,7 @@ class Daemon:
             "case": self.session.case,
             **asdict(self._recorder.status()),
             "sealer": asdict(self._sealer.status()) if self._sealer else None,
+            "upload": self.uploader.status() if self.uploader is not None else None,
             "storage_free_bytes": usage.free,
             "storage_total_bytes": usage.total,
         }

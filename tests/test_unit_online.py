@@ -85,3 +85,27 @@ def test_the_centre_sees_the_unit_live_and_commands_it(
         unit2.kill()
         observer.wait(lambda: presence().get("online") is False, 30, "the last will")
         observer.stop()
+
+
+def test_a_collector_out_of_reach_never_stops_the_recording(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """[upload] wired into the daemon: with nothing listening, segments are still sealed,
+    the uploader says what is wrong and waits, and shutdown is clean."""
+    from mqttfixtures import Pki, free_port
+
+    pki = Pki.create(tmp_path / "pki")
+    cert, key = pki.issue(DEVICE)
+    config = write_config(
+        tmp_path / "unit.toml",
+        recorder={"autostart": True, "segment_seconds": 5},
+        upload={"url": f"https://127.0.0.1:{free_port()}", "ca_file": str(pki.ca_file),
+                "cert_file": str(cert), "key_file": str(key), "poll_seconds": 1},
+    )  # fmt: skip
+    unit = daemon_factory(config).start()
+    status = unit.wait_for(
+        lambda s: s["segments_sealed"] >= 2 and s["sealer"]["backlog"] == 0 and s["upload"]
+        and s["upload"].get("last_error"), 40, "segments sealed while the collector is away",
+    )  # fmt: skip
+    assert status["state"] == "recording" and status["upload"]["acknowledged"] == 0
+    assert unit.terminate() == 0, unit.output()
