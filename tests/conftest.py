@@ -108,12 +108,13 @@ class Daemon:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # e.g. strace, setpriv (tests/faultkit.py)
 
     def start(self) -> Daemon:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "firmware_py.cli", "run", "--config", str(self.config),
+                [*self.prefix, sys.executable, "-m", "firmware_py.cli", "run", "--config", str(self.config),
                  "--data", str(self.data), "--no-live", "--status-every", "1"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
             )  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -162,18 +163,78 @@ def tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
     try:
         yield path
     finally:
-        for _ in range(50):
-            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)  # a daemon thread may still hold a file open
+        unmount(path)
 
 
-def remount(path: Path, mode: str) -> None:
-    """``mount -o remount,ro`` (or ``rw``) the file system at ``path``."""
-    done = subprocess.run(
-        ["mount", "-o", f"remount,{mode}", str(path)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"remount {path} {mode}: {done.stderr}"
+def unmount(path: Path) -> None:
+    """Unmount, waiting a little for files still open; lazily if they stay open."""
+    for _ in range(30):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)  # a daemon thread may still hold a file open
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=True)
+
+
+@dataclass
+class Ext4:
+    """An ext4 file system in an image on a loop device, mounted ``errors=remount-ro``:
+    an I/O error makes the kernel turn it read-only under the writer's feet, as an SD
+    card's failing block does (``mount -o remount,ro`` is refused while files are open
+    for writing, so it cannot model that)."""
+
+    image: Path
+    mountpoint: Path
+
+    def mount(self) -> None:
+        done = subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.mountpoint)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, f"mount {self.image}: {done.stderr}"
+
+    def device(self) -> str:
+        done = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(self.mountpoint)],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return Path(done.stdout.strip()).name
+
+    def fail(self) -> None:
+        """An ext4 error, as the kernel's own test hook raises it: remounted read-only."""
+        Path(f"/sys/fs/ext4/{self.device()}/trigger_fs_error").write_text("liuhen test\n")
+
+    def repair(self) -> str:
+        """Unmount, fsck (as the boot after the failure would), mount again."""
+        unmount(self.mountpoint)
+        done = subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True, text=True)
+        assert done.returncode in (0, 1), f"e2fsck: {done.stdout}{done.stderr}"  # 1: fixed
+        self.mount()
+        return done.stdout
+
+
+def ext4_available() -> str | None:
+    """Why an ext4 loop mount cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "mounting needs root"
+    for tool in ("mkfs.ext4", "e2fsck", "losetup", "findmnt"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if subprocess.run(["losetup", "-f"], capture_output=True).returncode != 0:
+        return "no free loop device"
+    return None
+
+
+@contextlib.contextmanager
+def ext4(directory: Path, size_mb: int) -> Iterator[Ext4]:
+    image, mountpoint = directory / "disk.img", directory / "data"
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    fs = Ext4(image, mountpoint)
+    fs.mount()
+    try:
+        yield fs
+    finally:
+        unmount(mountpoint)
 
 
 def free_bytes(path: Path) -> int:
@@ -201,6 +262,36 @@ def traced_pid(tracer: subprocess.Popen[bytes], timeout: float = 10) -> int:
     children = Path(f"/proc/{tracer.pid}/task/{tracer.pid}/children")
     pids: list[str] = wait_until(lambda: children.read_text().split(), timeout, "strace's child")
     return int(pids[0])
+
+
+# --- SIGKILL at an exact step -------------------------------------------------------------
+
+# What CapabilityBoundingSet= leaves the service: no capability at all, so file modes
+# bind it (uid 0 stays the owner of the files the tests make).
+NO_CAPS = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+
+
+def kill_at(syscalls: str, nth: int, path: Path | None = None) -> list[str]:
+    """A command prefix: strace SIGKILLs the program as one of its threads enters its
+    ``nth`` call of ``syscalls`` (counted per thread; with ``path``, only calls on that
+    path). ``?name`` tolerates a call this architecture lacks (``?rename`` on arm64)."""
+    assert STRACE is not None
+    where = ["-P", str(path)] if path is not None else []
+    return [STRACE, "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscalls}",
+            "-e", f"inject={syscalls}:signal=KILL:when={nth}", *where]  # fmt: skip
+
+
+RENAME = "?rename,?renameat,?renameat2"
+
+
+def wait_killed(daemon: Any, timeout: float, what: str) -> None:
+    """The injected SIGKILL came (strace passes the signal on as its own death)."""
+    assert daemon.proc is not None
+    try:
+        rc = daemon.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no SIGKILL at {what} within {timeout} s\n{daemon.output()}") from None
+    assert rc in (-9, 137), f"exit {rc}, not a SIGKILL at {what}\n{daemon.output()}"
 
 
 # --- what is on disk ----------------------------------------------------------------------
