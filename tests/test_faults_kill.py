@@ -15,16 +15,19 @@ file where the cut would, then recovered.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
+import shutil
+import sqlite3
 import stat
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, write_config
+from conftest import Daemon, make_software_identity, write_config
 from faultkit import (
     NO_CAPS,
     RENAME,
@@ -60,15 +63,20 @@ def ledger_seqs(data: Path) -> list[int]:
     return [json.loads(base64.b64decode(json.loads(line)["payload"]))["seq"] for line in lines]
 
 
-def restart_and_check(factory: Any, config: Path, data: Path) -> dict[str, Any]:
-    """Start as the unit would after the cut, record, stop cleanly; then everything must
-    be whole: no .part, every file as indexed, every event signed, verify intact."""
+def restart_and_check(
+    factory: Any, config: Path, data: Path, until: tuple[Any, str] | None = None
+) -> dict[str, Any]:
+    """Start as the unit would after the cut, record (``until`` a status predicate
+    holds), stop cleanly; then everything must be whole: no .part, every file as
+    indexed, every event signed, verify intact."""
     unit: Daemon = factory(config, data)
     unit.prefix = NO_CAPS
     unit.start()
     unit.wait_for(lambda s: s["state"] == "recording", 30, "recording after the cut")
     unit.wait_for(lambda s: s["sealer"]["state"] == "ok" and s["sealer"]["backlog"] == 0,
                   30, "the backlog signed")  # fmt: skip
+    if until is not None:
+        unit.wait_for(until[0], 60, until[1])
     assert unit.terminate() == 0, unit.output()
     assert not list((data / "evidence").glob("*.part")), "a segment left unrecovered"
     for seg in rows(data, "SELECT * FROM segments WHERE state IN ('sealed', 'recovered')"):
@@ -239,3 +247,51 @@ def test_sigkill_in_an_outbox_write_loses_no_entry_for_the_centre(
         assert len(lines) > len(before)
         observer.stop()
     Tally({"outbox write": 1}).report("SIGKILL in an outbox write")
+
+
+def test_sigkill_as_an_upload_is_acknowledged_loses_no_receipt(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """Killed while the uploader records the collector's receipt: the segment is stored
+    at the centre, the unit does not know yet. After the restart it asks again, gets the
+    receipt, and the centre holds every sealed segment byte for byte; the unit deleted
+    nothing."""
+    from centralfixtures import CentralRig
+    from mqttfixtures import running_broker
+
+    with running_broker(tmp_path / "broker") as broker:
+        rig = CentralRig(tmp_path / "central", broker)
+        cert, key = broker.pki.issue("test-unit")
+        uplink = {"host": "127.0.0.1", "port": broker.port, "ca_file": str(broker.pki.ca_file),
+                  "cert_file": str(cert), "key_file": str(key), "heartbeat_seconds": 1}  # fmt: skip
+        make_software_identity(tmp_path / "device.key", tmp_path / "device.pem", "test-unit")
+        shutil.copy(tmp_path / "device.pem", rig.trust / "test-unit.pem")  # the centre trusts it
+        with rig.running() as server:
+            upload = {"url": server.upload_url, "chunk_bytes": 65536, "poll_seconds": 1}
+            config = unit_config(tmp_path, uplink=uplink, upload=upload)
+            data = tmp_path / "data"
+            first: Daemon = daemon_factory(config, data)
+            first.start()  # the progress file made, one segment uploaded
+            first.wait_for(lambda s: s["upload"]["acknowledged"] >= 1, 30, "a first receipt")
+            assert first.terminate() == 0, first.output()
+            progress = data / "upload.sqlite-wal"  # the uploader thread's 2nd write: a receipt
+            killed_run(daemon_factory, config, data, kill_at("pwrite64", 2, progress), "a receipt")
+            stored = {r["name"]: r["sha256"] for r in server.store.segments("test-unit")}
+            with contextlib.closing(sqlite3.connect(data / "upload.sqlite")) as db:
+                known = {r[0] for r in db.execute("SELECT name FROM receipts")}
+            assert set(stored) - known, f"not cut between the centre's receipt and the unit's: {stored}, {known}"  # fmt: skip
+
+            def all_acknowledged(status: dict[str, Any]) -> bool:
+                sealed = rows(
+                    data, "SELECT name FROM segments WHERE state IN ('sealed', 'recovered')"
+                )
+                return status["upload"]["acknowledged"] >= len(sealed) > len(stored)
+
+            restart_and_check(daemon_factory, config, data, (all_acknowledged, "every upload"))
+            at_centre = {r["name"]: r["sha256"] for r in server.store.segments("test-unit")}
+        for seg in rows(
+            data, "SELECT name, sha256 FROM segments WHERE state IN ('sealed', 'recovered')"
+        ):
+            assert at_centre.get(seg["name"]) == seg["sha256"], seg["name"]
+            assert (data / "evidence" / seg["name"]).exists()  # the unit keeps its copy
+    Tally({"upload receipt": 1}).report("SIGKILL as an upload is acknowledged")
