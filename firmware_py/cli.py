@@ -3,9 +3,9 @@
 Owns: parsing arguments (argparse), turning failures into one clear message and a
 documented exit status. Must not: contain the logic of any command.
 
-Exit status: 0 success; 2 bad usage; 69 a configured device is absent; 73 the data
-directory cannot be created; 75 another liuhen holds the data directory; 78 bad
-configuration.
+Exit status: 0 success; 2 bad usage; 65 the index in the data directory is damaged; 69
+a configured device is absent; 73 the data directory cannot be created; 75 another
+liuhen holds the data directory; 78 bad configuration.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 from central import cli as central_cli
 from firmware_py import __version__, ctl_cli, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
-from firmware_py.daemon import EX_CONFIG, EX_UNAVAILABLE, Daemon, DataDirError
+from firmware_py.daemon import EX_CONFIG, EX_DATAERR, EX_UNAVAILABLE, Daemon, DataDirError
 from hw.media import DeviceError
+from recorder.index import IndexUnavailable
 from signer.keys import KeyBackendError
 
 log = logging.getLogger("liuhen")
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"liuhen: {exc}", file=sys.stderr)
         return exc.exit_code
+    except IndexUnavailable as exc:
+        print(f"liuhen: {exc}", file=sys.stderr)
+        return EX_DATAERR
     except KeyBackendError as exc:
         print(f"liuhen: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE

@@ -44,7 +44,7 @@ from firmware_py.session import Session
 from firmware_py.state import Fault, Mode, Observation, StateMachine, Verdict, judge
 from firmware_py.view import StatusView
 from hw.clock import ClockReading, monotonic_us, utc_iso
-from recorder.index import Index
+from recorder.index import Index, IndexUnavailable
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
 from signer.ledger import Entry
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 # sysexits.h, so systemd and scripts can tell a bad config from a missing device.
 EX_OK = 0
+EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
@@ -214,20 +215,7 @@ class Daemon:
 
     def _run(self, roster: Any, install_signals: bool) -> int:
         cfg = self.config
-        index = self._index = Index.open(self.data.index)
-        for r in recover(self.data.evidence, index):
-            self.view.event(
-                RecorderEvent(
-                    "interrupted",
-                    monotonic_us(),
-                    utc_iso(ClockReading.now().wall_for(monotonic_us())),
-                    asdict(r),
-                )
-            )
-        now = ClockReading.now()  # segments sealed just before a power cut, not yet journaled
-        index.journal_unjournaled_segments(
-            now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
-        )
+        index = self._index = self._open_and_recover()
         uplink = self.uplink = self._make_uplink()
         uploader = self.uploader = self._make_uploader()
         sealer = self._sealer = Sealer(
@@ -321,6 +309,33 @@ class Daemon:
             self.view.close()
             index.close()
         return EX_OK
+
+    def _open_and_recover(self) -> Index:
+        """The index, with every interrupted segment recovered. A damaged index (garbage
+        pages, not a database) is IndexUnavailable naming it, not a traceback."""
+        try:
+            index = Index.open(self.data.index)
+            for r in recover(self.data.evidence, index):
+                self.view.event(
+                    RecorderEvent(
+                        "interrupted",
+                        monotonic_us(),
+                        utc_iso(ClockReading.now().wall_for(monotonic_us())),
+                        asdict(r),
+                    )
+                )
+            now = ClockReading.now()  # segments sealed just before a power cut, not journaled
+            index.journal_unjournaled_segments(
+                now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
+            )
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, full: not damage
+                raise
+            raise IndexUnavailable(
+                f"{self.data.index} is damaged ({exc}); the evidence files and ledger.jsonl do "
+                "not depend on it (liuhen verify checks them)"
+            ) from None
+        return index
 
     def _cannot_record(self) -> str | None:
         """Below [storage] stop_free_mb a recording would eat the reserve: refuse it."""
