@@ -61,9 +61,9 @@ class _Syncs:
                     self.press_at = self.press_at or now
             return synced
 
-        def noted_write(writer: fmp4.SegmentWriter, packet: EncodedPacket) -> None:
+        def noted_write(writer: fmp4.SegmentWriter, packet: EncodedPacket, sync: bool = True) -> None:
             self._pts = packet.pts_us
-            write(writer, packet)
+            write(writer, packet, sync)
 
         fmp4._DurableSink.sync = timed_sync  # type: ignore[method-assign,assignment]
         fmp4.SegmentWriter.write = noted_write  # type: ignore[method-assign,assignment]

@@ -275,14 +275,23 @@ class Recorder:
             self._open_segment(first)
             writer = self._writer
             assert writer is not None
-            for packet in packets:  # the pre-event ring: one fsync for all of it
-                writer.write(packet, sync=False)
+            # The pre-event ring: its first fragment is fsync'ed at once and the recording
+            # announced (media is reaching the disk); the rest follows with one fsync.
+            for packet in packets:
+                writer.write(packet, sync=writer.last_sync_us is None)
+                if writer.last_sync_us is not None and self._status.state != "recording":
+                    self._announce_recording(writer)
             writer.sync()
         except (OSError, sqlite3.Error) as exc:
             self._write_failed(exc)
             return
         self._media_us = packets[-1].end_us - self._origin_us
+        self._announce_recording(writer)
+
+    def _announce_recording(self, writer: SegmentWriter) -> None:
         self._last_sync_us = writer.last_sync_us
+        if self._status.state == "recording":
+            return
         self._set(
             state="recording",
             recording_id=self._recording_id,
