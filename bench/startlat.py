@@ -61,7 +61,9 @@ class _Syncs:
                     self.press_at = self.press_at or now
             return synced
 
-        def noted_write(writer: fmp4.SegmentWriter, packet: EncodedPacket, sync: bool = True) -> None:
+        def noted_write(
+            writer: fmp4.SegmentWriter, packet: EncodedPacket, sync: bool = True
+        ) -> None:
             self._pts = packet.pts_us
             write(writer, packet, sync)
 

@@ -290,7 +290,9 @@ def wait_killed(daemon: Any, timeout: float, what: str) -> None:
     try:
         rc = daemon.proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"no SIGKILL at {what} within {timeout} s\n{daemon.output()}") from None
+        raise AssertionError(
+            f"no SIGKILL at {what} within {timeout} s\n{daemon.output()}"
+        ) from None
     assert rc in (-9, 137), f"exit {rc}, not a SIGKILL at {what}\n{daemon.output()}"
 
 
