@@ -95,6 +95,24 @@ def _load_module(module: str) -> Any:
 
 
 def _find_token(lib: Any, module: str, label: str) -> Any:
+    try:
+        return _token(lib, module, label)
+    except KeyUnavailable:
+        with _sessions_lock:  # re-initialising would end sessions other users hold
+            if any(key[0] == os.path.realpath(module) for key in _sessions):
+                raise
+    # A token pulled out and put back (a USB key; SoftHSM's token directory moved away
+    # and back): many modules only see it again after C_Finalize and C_Initialize.
+    try:
+        lib.reinitialize()
+    except p11e.PKCS11Error as e:
+        raise KeyUnavailable(
+            f"PKCS#11 module {module}: cannot re-initialise it ({_what(e)})"
+        ) from e
+    return _token(lib, module, label)
+
+
+def _token(lib: Any, module: str, label: str) -> Any:
     where = f"PKCS#11 module {module}"
     try:
         tokens = list(lib.get_tokens(token_label=label))
