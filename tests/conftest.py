@@ -223,3 +223,24 @@ def stream_spans(path: Path) -> dict[str, StreamSpan]:
         kind: StreamSpan(min(a for a, _ in v), max(b for _, b in v), len(v))
         for kind, v in spans.items()
     }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller: its workers inherit the name
+        from faultkit import tally_file
+
+        tally_file().unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The faults the fault tests injected and the inputs they tried (tests/faultkit.py)."""
+    from faultkit import tally_file
+
+    if hasattr(terminalreporter.config, "workerinput"):  # an xdist worker: the controller lists
+        return
+    path = tally_file()
+    if path.exists():
+        terminalreporter.section("injected faults and inputs")
+        for line in sorted(path.read_text().splitlines()):
+            terminalreporter.write_line(line)
+        path.unlink()

@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -351,10 +352,23 @@ def errors(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --- a tally of injected faults --------------------------------------------------------------
 
 
+def tally_file() -> Path:
+    """Where the tallies of one pytest run go: named by the controlling pytest process
+    (tests/conftest.py sets it for xdist's workers), read by its terminal summary."""
+    default = Path(tempfile.gettempdir()) / f"liuhen-fault-tally-{os.getpid()}.txt"
+    return Path(os.environ.setdefault(TALLY_ENV, str(default)))
+
+
+TALLY_ENV = "LIUHEN_FAULT_TALLY"
+
+
 class Tally(Counter[str]):
-    """Faults injected and inputs tried, printed as one summary line per test."""
+    """Faults injected and inputs tried: one line per test, printed (``pytest -s``) and
+    listed at the end of the run by the terminal reporter."""
 
     def report(self, what: str) -> str:
-        line = f"[faults] {what}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.items()))
-        print(line)
+        line = f"{what}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.items()))
+        print(f"[faults] {line}")
+        with open(tally_file(), "a") as f:
+            f.write(line + "\n")
         return line
