@@ -11,6 +11,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients softhsm2
   swtpm swtpm-tools tpm2-tools libtss2-dev
   chromium
+  strace e2fsprogs  # fault tests: SIGKILL at a chosen system call; an ext4 image that fails
 )
 
 missing=()
