@@ -101,9 +101,9 @@ def test_the_recorder_unit_is_notify_restarts_and_stops_on_a_bad_config() -> Non
     unit = "liuhen.service"
     assert directive(unit, "Type") == ["notify"] and directive(unit, "NotifyAccess") == ["main"]
     assert directive(unit, "Restart") == ["always"] and directive(unit, "WatchdogSec")
-    from firmware_py.daemon import EX_CONFIG
+    from firmware_py.daemon import EX_CONFIG, EX_DATAERR
 
-    assert directive(unit, "RestartPreventExitStatus") == [str(EX_CONFIG)]
+    assert directive(unit, "RestartPreventExitStatus") == [f"{EX_CONFIG} {EX_DATAERR}"]
     assert directive(unit, "User") == ["liuhen"]
     assert directive(unit, "ReadWritePaths") == ["/var/lib/liuhen"]
     assert directive(unit, "DevicePolicy") == ["closed"]
