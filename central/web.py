@@ -113,7 +113,11 @@ class _Counting:
         self.source, self.count = source, 0
 
     def read(self, n: int) -> bytes:
-        data: bytes = self.source.read(n)
+        # read1: what has arrived, at most one read from the socket. A buffered read(n)
+        # would gather bytes until n and then lose them all to the error a link that
+        # dies mid-body raises (an unclean TLS EOF), where they must be kept.
+        reader = getattr(self.source, "read1", self.source.read)
+        data: bytes = reader(n)
         self.count += len(data)
         return data
 
