@@ -267,7 +267,8 @@ def test_ready_watchdog_status_and_stopping_from_the_real_daemon(
     unit.ctl("record", "start")
     recording = notify.wait("STATUS", "recording", 10)
     wait_until(lambda: len(notify.having("WATCHDOG", "1")) >= 4, 5, "watchdog pings")
-    assert any(n.at > recording.at for n in notify.having("WATCHDOG", "1"))
+    wait_until(lambda: any(n.at > recording.at for n in notify.having("WATCHDOG", "1")), 5,
+               "a watchdog ping while recording")  # fmt: skip
 
     assert unit.terminate() == 0, unit.output()
     stopping = notify.wait("STOPPING", "1", 5)
