@@ -328,8 +328,14 @@ class Daemon:
             index.journal_unjournaled_segments(
                 now.monotonic_us, utc_iso(now.wall_for(now.monotonic_us))
             )
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # locked, full: not damage
+        except (sqlite3.DatabaseError, IndexUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, IndexUnavailable) else exc
+            if isinstance(cause, sqlite3.OperationalError):  # a full or read-only disk: retry
+                free = shutil.disk_usage(self.data.root).free / 2**20
+                raise DataDirError(
+                    f"{self.data.index} cannot be used ({cause}); {free:.1f} MB free", EX_CANTCREAT
+                ) from None
+            if isinstance(exc, IndexUnavailable):
                 raise
             raise IndexUnavailable(
                 f"{self.data.index} is damaged ({exc}); the evidence files and ledger.jsonl do "
