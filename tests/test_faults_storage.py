@@ -214,3 +214,32 @@ def assert_recovered_after_restart(
         row["state"] == "recovered" and row["media_end_us"] - row["media_start_us"] > 1_000_000
     ), row
     assert [f for f in report["findings"] if f["code"] == "recovered" and f["where"] == interrupted]
+
+
+def test_a_start_on_a_full_disk_says_so_and_is_retried_until_there_is_room(
+    tmp_path: Path, small_disk: Path, daemon_factory: Any
+) -> None:
+    """Power cut while recording, then the disk fills before the next start: the start
+    fails with exit 73 (systemd retries it) naming the index and the free space; once
+    there is room the unit starts, recovers the cut segment and records."""
+    unit_toml = write_config(
+        tmp_path / "unit.toml",
+        recorder={"autostart": True, "segment_seconds": 5},
+        storage={"low_free_mb": LOW_MB, "stop_free_mb": STOP_MB},
+    )
+    cut = daemon_factory(unit_toml, small_disk).start()
+    cut.wait_for(lambda s: (s["segment_media_s"] or 0) > 1.5, 30, "fragments written")
+    cut.kill()
+    ballast = small_disk / "ballast"
+    fill(ballast, leave_bytes=0)
+    full = daemon_factory(unit_toml, small_disk).start()
+    assert full.proc is not None and full.proc.wait(30) == 73, full.output()
+    assert f"{small_disk / 'index.sqlite'} cannot be used (" in full.output(), full.output()
+    assert "MB free" in full.output() and "Traceback" not in full.output()
+    ballast.unlink()
+    again = daemon_factory(unit_toml, small_disk).start()
+    again.wait_for(lambda s: s["state"] == "recording", 30, "recording once there is room")
+    assert again.terminate() == 0, again.output()
+    report = verify(small_disk)
+    assert report["exit"] == 0 and any(f["code"] == "recovered" for f in report["findings"])
+    Tally({"start on a full disk": 1}).report("start on a full disk")
