@@ -47,30 +47,40 @@ def test_sigkill_at_random_moments_loses_at_most_a_second(
     assert unit.terminate() == 0, unit.output()
 
     segments = rows(unit.data, "SELECT * FROM segments ORDER BY id")
-    recovered = [s for s in segments if s["state"] == "recovered"]
-    assert len(recovered) == KILLS, [(s["name"], s["state"]) for s in segments]
-    assert {s["state"] for s in segments} == {"sealed", "recovered"}
+    # A cut inside a new segment's first fragment leaves it "empty" (its bytes set aside
+    # under torn/): that is a correct outcome too, and its loss is measured from the
+    # segment before it.
+    interrupted_segments = [s for s in segments if s["state"] in ("recovered", "empty")]
+    assert len(interrupted_segments) == KILLS, [(s["name"], s["state"]) for s in segments]
+    assert {s["state"] for s in segments} <= {"sealed", "recovered", "empty"}
     assert not list((unit.data / "evidence").glob("*.part"))
-    for s in segments:
+    media = [s for s in segments if s["state"] in ("sealed", "recovered")]
+    for s in media:
         path = unit.data / "evidence" / s["name"]
         assert s["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), s["name"]
         streams = ffprobe(path, "-count_frames", "-show_streams")["streams"]
         assert sorted(x["codec_type"] for x in streams) == ["audio", "video"], s["name"]
         assert decode_errors(path) == "", s["name"]
 
-    # Each cut: the recovered segment reaches to within a second of the moment of the kill.
-    for kill_us, seg in zip(kills, recovered, strict=True):
-        last_media_us = seg["mono_start_us"] + seg["media_end_us"] - seg["media_start_us"]
+    # Each cut: what is on disk reaches to within a second of the moment of the kill.
+    for kill_us in kills:
+        ends = [
+            (s["mono_start_us"] + s["media_end_us"] - s["media_start_us"], s["name"])
+            for s in media
+            if s["mono_start_us"] < kill_us
+        ]
+        last_media_us, name = max(ends)
         loss_s = (kill_us - last_media_us) / 1e6
-        print(f"{seg['name']}: lost {loss_s:.3f} s")
-        assert 0 <= loss_s <= MAX_LOSS_S, f"{seg['name']} lost {loss_s:.3f} s"
+        print(f"{name}: lost {loss_s:.3f} s")
+        assert 0 <= loss_s <= MAX_LOSS_S, f"{name} lost {loss_s:.3f} s"
 
     # Every interruption is on record, and each interrupted recording says so.
     interrupted = rows(unit.data, "SELECT * FROM events WHERE kind = 'interrupted'")
-    assert sorted(e["detail"] for e in interrupted) == sorted(
-        e["detail"] for e in interrupted if '"state": "recovered"' in e["detail"]
-    )
     assert len(interrupted) == KILLS
+    assert all(
+        '"state": "recovered"' in e["detail"] or '"state": "empty"' in e["detail"]
+        for e in interrupted
+    )
     stops = rows(unit.data, "SELECT stop_reason FROM recordings ORDER BY id")
     assert [r["stop_reason"] for r in stops] == ["interrupted"] * KILLS + ["shutdown"]
 
@@ -81,4 +91,5 @@ def test_sigkill_at_random_moments_loses_at_most_a_second(
     )  # fmt: skip
     report = json.loads(done.stdout)
     assert done.returncode == 0, [f for f in report["findings"] if f["severity"] == "error"]
-    assert sum(f["code"] == "recovered" for f in report["findings"]) == KILLS
+    recovered = sum(s["state"] == "recovered" for s in segments)
+    assert sum(f["code"] == "recovered" for f in report["findings"]) == recovered
