@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firmware_py.validation import describe_error, dotted, read_toml
+from firmware_py.validation import read_toml, validate
 from uplink.topics import DEFAULT_PREFIX
 
 
@@ -110,16 +110,8 @@ class CentralConfig(_Section):
         )
 
 
-def _line(error: Any) -> str:
-    return describe_error(error, dotted(error["loc"]))
-
-
 def parse(data: dict[str, Any], source: str = "config") -> CentralConfig:
-    try:
-        return CentralConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n".join(f"  {_line(e)}" for e in exc.errors())
-        raise CentralConfigError(f"{source}: invalid configuration:\n{problems}") from None
+    return validate(CentralConfig, data, source, CentralConfigError)
 
 
 def load(path: Path) -> CentralConfig:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from firmware_py.validation import constraints, describe_error, dotted, read_toml
+from firmware_py.validation import constraints, read_toml, validate
 
 
 class ConfigError(ValueError):
@@ -341,16 +341,8 @@ class Config(_Section):
     )
 
 
-def _describe(error: Any) -> str:
-    return describe_error(error, dotted(error["loc"]))
-
-
 def parse(data: dict[str, Any], source: str = "config") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n".join(f"  {_describe(e)}" for e in exc.errors())
-        raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
+    return validate(Config, data, source, ConfigError)
 
 
 def load(path: Path) -> Config:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 
 def describe_error(error: Any, where: str) -> str:
@@ -71,3 +73,15 @@ def constraints(field: Any) -> str:
     if getattr(annotation, "__origin__", None) is Literal:
         parts.append("one of " + ", ".join(f"`{a}`" for a in annotation.__args__))
     return "; ".join(parts)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, source: str, error: type[Exception]) -> M:
+    """``data`` as ``model``, or ``error`` listing every problem, one line each."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {describe_error(e, dotted(e['loc']))}" for e in exc.errors())
+        raise error(f"{source}: invalid configuration:\n{problems}") from None
