@@ -41,6 +41,10 @@ class UnitConfig(_Section):
             description="Identity of this unit; part of every file name and, later, of the device certificate.",
         ),
     ]
+    require_set_clock: bool = Field(
+        True,
+        description="Withhold READY from systemd while the wall clock is unset (year < 2024). Evidence is recorded either way, its entries marking the clock unsynchronised.",
+    )
     data_dir: str = Field(
         "/var/lib/liuhen",
         description="Where evidence, the index and recovery files live. `liuhen run --data` overrides it.",

@@ -132,7 +132,9 @@ class Daemon:
         self._started_us = monotonic_us()
         self._last_reminder_us = 0
         self._on_duty: dict[str, dict[str, Any]] = {}  # officers during the current segment
-        self.systemd = ServiceReport(Notifier.from_env())  # READY/WATCHDOG/STATUS/STOPPING
+        self.systemd = ServiceReport(  # READY/WATCHDOG/STATUS/STOPPING
+            Notifier.from_env(), require_clock=config.unit.require_set_clock
+        )
         self.clock_watch = ClockWatch()  # every step of the wall clock becomes an event
         self._held: list[tuple[str, int, str, dict[str, Any]]] = []  # refused by the index
         self._held_error: str | None = None
