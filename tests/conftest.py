@@ -23,6 +23,42 @@ TONE_HZ = 1000
 MIC_RATE = 16000
 
 
+def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def token_unit(
+    tmp_path: Path, softhsm: Any, alsa_home: Path, key_label: str, **sections: dict[str, Any]
+) -> tuple[Path, dict[str, str], Path]:
+    """A unit keyed on the SoftHSM2 token, its key made and certified through the CLI:
+    (config, environment for the daemon, PIN file)."""
+    pin = tmp_path / "token.pin"
+    pin.write_text(softhsm.user_pin + "\n")
+    pin.chmod(0o600)
+    env = {**softhsm.env(), "HOME": str(alsa_home), "PYTHONUNBUFFERED": "1"}
+    config = write_config(
+        tmp_path / "unit.toml",
+        keys={"kind": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
+              "pin_file": str(pin), "key_label": key_label, "certificate": str(tmp_path / "device.pem")},
+        **sections,
+    )  # fmt: skip
+    for args in (("keys", "init"), ("keys", "cert")):
+        done = subprocess.run(
+            [sys.executable, "-m", "firmware_py.cli", *args, "--config", str(config)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return config, env, pin
+
+
 def _toml(value: Any) -> str:
     """A TOML value for the scalars, lists and flat tables tests use."""
     if isinstance(value, dict):

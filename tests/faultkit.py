@@ -23,12 +23,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 from firmware_py.config import load
 from firmware_py.daemon import Daemon
@@ -37,16 +37,7 @@ from firmware_py.view import LogView
 STRACE = shutil.which("strace")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+wait_until = wait_for  # the fault tests' name for it
 
 
 # --- systemd's side of sd_notify -----------------------------------------------------------

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, write_config
-from faultkit import Tally, errors, liuhen, verify, wait_until
+from conftest import Daemon, token_unit, write_config
+from faultkit import Tally, errors, verify, wait_until
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
 
 SEED = 7
@@ -94,20 +94,13 @@ def damaged_index_outcome(factory: Any, config: Path, data: Path) -> str:
 def test_the_token_pulled_out_mid_recording_and_put_back(
     tmp_path: Path, softhsm: SoftHsm, alsa_home: Path
 ) -> None:
-    pin = tmp_path / "token.pin"
-    pin.write_text(softhsm.user_pin + "\n")
-    pin.chmod(0o600)
-    env = {**softhsm.env(), "HOME": str(alsa_home), "PYTHONUNBUFFERED": "1"}
-    config = write_config(
-        tmp_path / "unit.toml",
-        keys={"kind": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
-              "pin_file": str(pin), "key_label": "pulled-out", "certificate": str(tmp_path / "device.pem")},
+    config, env, _pin = token_unit(
+        tmp_path,
+        softhsm,
+        alsa_home,
+        "pulled-out",
         recorder={"autostart": True, "segment_seconds": 5},
-    )  # fmt: skip
-    for args in (("keys", "init"), ("keys", "cert")):
-        assert (done := liuhen(*args, "--config", str(config), env=env)).returncode == 0, (
-            done.stderr
-        )
+    )
     unit = Daemon(config, tmp_path / "data", env, tmp_path / "daemon.log").start()
     tally = Tally()
     try:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, Daemon, write_config
+from conftest import ROOT, Daemon, token_unit
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
 
 
@@ -21,21 +21,13 @@ def liuhen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_recording_goes_on_without_the_key_and_the_backlog_is_sealed_later(
     tmp_path: Path, softhsm: SoftHsm, alsa_home: Path
 ) -> None:
-    pin = tmp_path / "token.pin"
-    pin.write_text(softhsm.user_pin + "\n")
-    pin.chmod(0o600)
-    env = {**softhsm.env(), "HOME": str(alsa_home), "PYTHONUNBUFFERED": "1"}
-    config = write_config(
-        tmp_path / "unit.toml",
-        keys={"kind": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
-              "pin_file": str(pin), "key_label": "sealing-test", "certificate": str(tmp_path / "device.pem")},
+    config, env, pin = token_unit(
+        tmp_path,
+        softhsm,
+        alsa_home,
+        "sealing-test",
         recorder={"autostart": True, "segment_seconds": 5},
-    )  # fmt: skip
-    for args in (
-        ["keys", "init", "--config", str(config)],
-        ["keys", "cert", "--config", str(config)],
-    ):
-        assert (done := liuhen(*args, env=env)).returncode == 0, done.stderr
+    )
     hidden = pin.rename(tmp_path / "elsewhere.pin")  # the token's PIN is gone
 
     unit = Daemon(config, tmp_path / "data", env, tmp_path / "daemon.log").start()
