@@ -137,10 +137,11 @@ def test_space_eaten_below_the_threshold_fails_a_write_and_keeps_every_whole_fra
     """Another program takes the last byte faster than the budget can see: the write
     itself fails with ENOSPC."""
     tally = Tally()
+    ballast = small_disk / "ballast"
+    ballast.touch()  # made while there is room: on a full tmpfs even a new name fails
     unit = InProcessUnit.start(config(tmp_path), small_disk)
     try:
         interrupted, before = record_into_a_second_segment(unit, small_disk)
-        ballast = small_disk / "ballast"
         fill(ballast, leave_bytes=0)
         tally["ENOSPC"] += 1
         assert_write_failed(unit)
