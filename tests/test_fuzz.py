@@ -93,6 +93,7 @@ CONFIG_KEYS = {
     "signer": ["c2pa"],
     "osd": ["enabled"],
     "officers": ["roster", "card_reader", "card_device"],
+    "encryption": ["enabled", "recipient"],
 }
 toml_values = st.recursive(
     scalars,
@@ -116,6 +117,7 @@ VALID = {
     "unit": {"device_id": "u1"},
     "camera": {"kind": "simulated"},
     "keys": {"kind": "software", "path": "/k.pem"},
+    "encryption": {"recipient": "/etc/liuhen/agency.pub.pem"},
 }
 
 
