@@ -27,11 +27,12 @@ from typing import Any, BinaryIO
 from central.blobs import Blobs
 from central.receipts import make_receipt, sign_receipt
 from central.store import CentralStore, Row
+from recorder.encryption import is_encrypted
 from signer.keys import KeyBackend
 from signer.verify import Report, compare_file, file_sha256, hash_file
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.mp4$")
+SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.mp4(\.enc)?$")  # .enc: encrypted
 RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 RETRY_ENTRY_S = 10
 
@@ -55,9 +56,9 @@ def judge(path: Path, segment: Row) -> str | None:
     expected = {"bytes": segment["bytes"], "parts": json.loads(segment["parts"])}
     report = Report(str(path))
     try:
-        hasher = hash_file(path, lambda n: None)
+        hasher = hash_file(path, lambda n: None, encrypted=is_encrypted(path))
     except ValueError as exc:
-        return f"not the fragmented MP4 its entry describes: {exc}"
+        return f"not the segment file its entry describes: {exc}"
     if compare_file(path, expected, hasher, report, f"entry {segment['entry_seq']}"):
         return None
     return report.findings[-1].message if report.findings else "differs from its entry"

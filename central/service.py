@@ -250,7 +250,10 @@ def _segment_view(row: Row) -> dict[str, Any]:
         "media_start_us": row["media_start_us"], "media_end_us": row["media_end_us"],
         "wall_start": row["wall_start"], "wall_end": row["wall_end"], "case": row["case_no"],
         "upload": upload, "stored_at": row["stored_at"], "verification": verification,
-        "media": f"/media/{row['sha256']}.mp4" if upload == "stored" else None,
+        # An encrypted segment plays only after `liuhen central decrypt` with the agency key.
+        "encrypted": row["name"].endswith(".enc"),
+        "media": (f"/media/{row['sha256']}.mp4"
+                  if upload == "stored" and not row["name"].endswith(".enc") else None),
     }  # fmt: skip
 
 

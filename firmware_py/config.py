@@ -325,6 +325,17 @@ class UploadConfig(_Section):
     )
 
 
+class EncryptionConfig(_Section):
+    enabled: bool | None = Field(
+        None,
+        description='Encrypt every segment at rest for the agency key, so the unit cannot read its own evidence back (docs/decisions/0010). Unset: on for `profile = "body"`, off for `"hearing"`.',
+    )
+    recipient: str | None = Field(
+        None,
+        description="The agency's public key (PEM: ML-KEM-768 and X25519, from `liuhen keys agency-key`). Required when encryption is on: a body unit without it refuses to start rather than write plaintext.",
+    )
+
+
 class Config(_Section):
     unit: UnitConfig
     camera: CameraConfig
@@ -336,6 +347,7 @@ class Config(_Section):
     officers: OfficersConfig = Field(default_factory=OfficersConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     osd: OsdConfig = Field(default_factory=OsdConfig)
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
     uplink: UplinkConfig | None = Field(
         None, description="The central MQTT broker; absent: the unit works offline."
     )
@@ -343,6 +355,21 @@ class Config(_Section):
         None,
         description="Upload of sealed segments to the central collector (marked ones first); absent: no upload. Nothing is deleted on acknowledgement.",
     )
+
+    @model_validator(mode="after")
+    def _encryption_has_a_recipient(self) -> Config:
+        if self.encrypts() and self.encryption.recipient is None:
+            raise ValueError(
+                f"encryption.recipient: a {self.unit.profile} unit encrypts its evidence "
+                "(encryption.enabled is on) and needs the agency's public key; give "
+                "encryption.recipient, or set encryption.enabled = false to record in the clear"
+            )
+        return self
+
+    def encrypts(self) -> bool:
+        """Whether segments are encrypted at rest (the profile's default unless set)."""
+        enabled = self.encryption.enabled
+        return self.unit.profile == "body" if enabled is None else enabled
 
 
 def parse(data: dict[str, Any], source: str = "config") -> Config:

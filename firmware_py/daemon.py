@@ -44,6 +44,7 @@ from firmware_py.session import Session
 from firmware_py.state import Fault, Mode, Observation, StateMachine, Verdict, judge
 from firmware_py.view import StatusView
 from hw.clock import ClockReading, monotonic_us, utc_iso
+from recorder.encryption import EncryptionError, Recipient
 from recorder.index import Index, IndexUnavailable
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
@@ -120,6 +121,7 @@ class Daemon:
         )
         self._stop = threading.Event()
         self._recorder: Recorder | None = None
+        self._recipient: Recipient | None = None
         self._sealer: Sealer | None = None
         self._index: Index | None = None
         self.session = Session()
@@ -209,6 +211,7 @@ class Daemon:
         if self.config.uplink is not None:
             check_uplink(self.config)  # unreadable TLS files: a configuration error
         roster = load_roster(self.config)  # likewise: a bad roster is refused up front
+        self._recipient = load_recipient(self.config)  # and an unreadable agency key
         lock_fd = self.data.prepare()
         try:
             return self._run(roster, install_signals)
@@ -243,6 +246,7 @@ class Daemon:
             fragment_us=round(cfg.recorder.fragment_seconds * 1e6),
             pre_event_us=round(cfg.recorder.pre_event_seconds * 1e6),
             pre_event_audio=cfg.recorder.pre_event_audio,
+            encrypt_for=self._recipient,
         )
         recorder = self._recorder = Recorder(
             self.data.evidence,
@@ -580,6 +584,16 @@ def check_uplink(cfg: Config) -> None:
         tls_context(uplink_settings(cfg))
     except (UplinkError, ValueError, OSError) as exc:
         raise ConfigError(f"uplink: {exc}") from None
+
+
+def load_recipient(cfg: Config) -> Recipient | None:
+    """The agency key segments are encrypted for, or None when encryption is off."""
+    if not cfg.encrypts() or cfg.encryption.recipient is None:
+        return None
+    try:
+        return Recipient.load(Path(cfg.encryption.recipient))
+    except EncryptionError as exc:
+        raise ConfigError(f"encryption.recipient: {exc}") from None
 
 
 class _Reply:

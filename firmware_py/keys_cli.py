@@ -8,6 +8,7 @@ do the work. Nothing here can print or export a private key.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -121,6 +122,29 @@ def cmd_dev_ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agency_key(args: argparse.Namespace) -> int:
+    from recorder.encryption import Recipient, generate_agency_key
+
+    private_path = args.directory / "agency.key.pem"
+    public_path = args.directory / "agency.pub.pem"
+    for path in (private_path, public_path):
+        if path.exists():
+            print(f"liuhen keys agency-key: {path} exists; not replacing it", file=sys.stderr)
+            return 1
+    args.directory.mkdir(parents=True, exist_ok=True)
+    private, public = generate_agency_key(hybrid=not args.x25519_only)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public_path.write_bytes(public)
+    recipient = Recipient.from_pem(public)
+    print(f"created a DEVELOPMENT agency key ({recipient.kem}) in {args.directory}")
+    print(f"  {public_path}   give units this: [encryption] recipient")
+    print(f"  {private_path}   keep it at the centre only: `liuhen central decrypt --key`")
+    print(f"recipient sha256  {recipient.id}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="device key and certificate")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
@@ -148,6 +172,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     command("show", cmd_show, "print the key id and certificate").add_argument(
         "--config", type=Path, required=True
     )
+    agency = command(
+        "agency-key", cmd_agency_key, "create a DEVELOPMENT agency key pair for encryption at rest"
+    )
+    agency.add_argument("directory", type=Path)
+    agency.add_argument("--x25519-only", action="store_true",
+                        help="X25519 alone, for tooling without ML-KEM (default: ML-KEM-768 + X25519)")  # fmt: skip
     command("dev-ca", cmd_dev_ca, "create a DEVELOPMENT CA (tests, bench set-ups)").add_argument(
         "directory", type=Path
     )

@@ -18,12 +18,14 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
 from hw.clock import monotonic_us
 from hw.media import AudioFormat, EncodedPacket
 from recorder.boxes import Part, StreamingPartHasher
+from recorder.encryption import Recipient, RecordPartHasher, RecordSealer
 
 _US = Fraction(1, 1_000_000)
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer+frag_discont"
@@ -49,9 +51,11 @@ def video_template(keyframe: bytes) -> av.VideoStream:
 class _DurableSink:
     """The file object PyAV writes into: hashes every byte and fsyncs on request."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, hasher: StreamingPartHasher | RecordPartHasher | None = None
+    ) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        self.hasher = StreamingPartHasher()
+        self.hasher = hasher or StreamingPartHasher()
         self.unsynced = 0
 
     def write(self, data: bytes | memoryview) -> int:
@@ -77,6 +81,59 @@ class _DurableSink:
             self._fd = -1
 
 
+class _EncryptingSink:
+    """The file object PyAV writes into when segments are encrypted at rest: plaintext
+    waits in memory until ``sync()``, which writes it as one sealed record and fsyncs.
+    ``hasher`` sees the ciphertext (what the ledger commits to); ``plain`` the media."""
+
+    def __init__(self, path: Path, recipient: Recipient, device_id: str) -> None:
+        self._disk = _DurableSink(path, RecordPartHasher())
+        self._sealer = RecordSealer(recipient, device_id, path.name.removesuffix(".part"))
+        self.hasher = self._disk.hasher
+        self.plain = StreamingPartHasher()
+        self._pending = bytearray()
+        self._disk.write(self._sealer.preamble)
+        self._disk.sync()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._pending += data
+        self.plain.update(data)
+        return len(data)
+
+    def sync(self) -> bool:
+        if not self._pending:
+            return False
+        self._disk.write(self._sealer.seal(self._pending))
+        self._pending.clear()
+        return self._disk.sync()
+
+    def finish(self) -> None:
+        """The last record, marked final: a file without it was cut short."""
+        self._disk.write(self._sealer.seal(self._pending, final=True))
+        self._pending.clear()
+        self._disk.sync()
+
+    def encryption(self) -> dict[str, Any]:
+        header = self._sealer.header
+        return {
+            "kem": header["kem"],
+            "kdf": header["kdf"],
+            "aead": header["aead"],
+            "recipient": header["recipient"],
+            "records": self._sealer.records,
+            "plaintext": {
+                "bytes": self.plain.position,
+                "sha256": self.plain.file_sha256.hexdigest(),
+                "parts": [[p.offset, p.length, p.sha256] for p in self.plain.finish()],
+            },
+        }
+
+    def close(self) -> None:
+        self._sealer.forget()
+        self._pending.clear()
+        self._disk.close()
+
+
 @dataclass
 class WrittenSegment:
     """What a sealed file holds: its hashes, parts and media span (µs on the timeline)."""
@@ -85,10 +142,14 @@ class WrittenSegment:
     size: int
     sha256: str
     parts: list[Part]
-    media_start_us: int
-    media_end_us: int
-    video_frames: int
-    audio_frames: int
+    # None where the unit cannot know: an encrypted file recovered after a power cut
+    media_start_us: int | None
+    media_end_us: int | None
+    video_frames: int | None
+    audio_frames: int | None
+    # For a file encrypted at rest: KEM, recipient, records and the plaintext's hashes
+    # (``None`` in "plaintext" when a power cut left them unknown to the unit).
+    encryption: dict[str, Any] | None = None
 
 
 @dataclass
@@ -105,10 +166,16 @@ class SegmentWriter:
     origin_us: int
     fragment_us: int
     metadata: dict[str, str] = field(default_factory=dict)
+    encrypt_for: Recipient | None = None  # the agency key; the unit cannot read the file back
+    device_id: str = ""
 
     def __post_init__(self) -> None:
         self.part_path = self.final_path.with_name(self.final_path.name + ".part")
-        self._sink = _DurableSink(self.part_path)
+        self._sink: _DurableSink | _EncryptingSink = (
+            _EncryptingSink(self.part_path, self.encrypt_for, self.device_id)
+            if self.encrypt_for is not None
+            else _DurableSink(self.part_path)
+        )
         fsync_dir(self.part_path.parent)  # the .part file itself survives a power cut
         options = {
             "movflags": MOVFLAGS,
@@ -165,6 +232,10 @@ class SegmentWriter:
     def seal(self, mode: int = 0o444) -> WrittenSegment:
         """Flush the last fragment, fsync, rename into place atomically, make read-only."""
         self._out.close()
+        encryption = None
+        if isinstance(self._sink, _EncryptingSink):
+            self._sink.finish()
+            encryption = self._sink.encryption()
         self._sink.sync()
         self._sink.close()
         parts = self._sink.hasher.finish()
@@ -181,6 +252,7 @@ class SegmentWriter:
             media_end_us=self.media_end_us,
             video_frames=self.video_frames,
             audio_frames=self.audio_frames,
+            encryption=encryption,
         )
 
     def abandon(self) -> None:

@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 from recorder.fmp4 import WrittenSegment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: segments.encryption
 
 
 class IndexUnavailable(RuntimeError):
@@ -75,10 +75,13 @@ class Index:
                 "video_frames": int,
                 "audio_frames": int,
                 "c2pa": int,
+                "encryption": str,
             },
             pk="id",
             if_not_exists=True,
         )
+        if "encryption" not in db.table("segments").columns_dict:  # an index of schema 1
+            db.table("segments").add_column("encryption", str)
         db.table("segments").create_index(["name"], unique=True, if_not_exists=True)
         db.table("events").create(
             {"id": int, "kind": str, "mono_us": int, "at": str, "detail": str, "ledger_seq": int},
@@ -138,6 +141,7 @@ class Index:
                 "parts": json.dumps([[p.offset, p.length, p.sha256] for p in written.parts]),
                 "video_frames": written.video_frames,
                 "audio_frames": written.audio_frames,
+                "encryption": json.dumps(written.encryption) if written.encryption else None,
             },
         )
         updated = self.segment(name)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from hw.clock import ClockReading, monotonic_us, utc_iso
 from hw.media import AudioFormat, EncodedPacket, Kind, VideoFormat
+from recorder.encryption import Recipient
 from recorder.fmp4 import SegmentWriter, WrittenSegment
 from recorder.index import Index
 from recorder.interleave import Interleaver
@@ -42,6 +43,7 @@ class RecorderSettings:
     fragment_us: int = 500_000
     pre_event_us: int = 30_000_000
     pre_event_audio: bool = True
+    encrypt_for: Recipient | None = None  # the agency key (encryption at rest), or None
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,13 @@ class _Command:
     reason: str
 
 
-def segment_name(device_id: str, wall: ClockReading, mono_us: int, recording: int, seq: int) -> str:
+def segment_name(
+    device_id: str, wall: ClockReading, mono_us: int, recording: int, seq: int, encrypted: bool
+) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "-", device_id)
     stamp = wall.wall_for(mono_us).strftime("%Y%m%dT%H%M%SZ")
-    return f"{safe}_{stamp}_r{recording:05d}_s{seq:04d}.mp4"
+    suffix = ".mp4.enc" if encrypted else ".mp4"
+    return f"{safe}_{stamp}_r{recording:05d}_s{seq:04d}{suffix}"
 
 
 def segment_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +309,12 @@ class Recorder:
         self._seq += 1
         clock = ClockReading.now()
         name = segment_name(
-            self.settings.device_id, clock, keyframe.pts_us, self._recording_id, self._seq
+            self.settings.device_id,
+            clock,
+            keyframe.pts_us,
+            self._recording_id,
+            self._seq,
+            encrypted=self.settings.encrypt_for is not None,
         )
         media_start = keyframe.pts_us - self._origin_us
         wall_start = utc_iso(clock.wall_for(keyframe.pts_us))
@@ -331,6 +341,8 @@ class Recorder:
                     f"segment={self._seq} media_start_us={media_start}"
                 ),
             },
+            encrypt_for=self.settings.encrypt_for,
+            device_id=self.settings.device_id,
         )
         self._set(segment=name, segment_media_s=0.0, segment_bytes=0)
 
@@ -344,7 +356,7 @@ class Recorder:
             written.path.name,
             written,
             "sealed",
-            utc_iso(clock.wall_for(self._origin_us + written.media_end_us)),
+            utc_iso(clock.wall_for(self._origin_us + writer.media_end_us)),
         )
         self._set(segments_sealed=self._status.segments_sealed + 1)
         self._emit("segment_sealed", monotonic_us(), **segment_summary(row))

@@ -13,15 +13,18 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
 from hw.clock import ClockReading, utc_iso
 from recorder.boxes import hash_parts, iter_boxes, whole_fragment_prefix
+from recorder.encryption import EncryptionError, RecordPartHasher, read_preamble
 from recorder.fmp4 import WrittenSegment, fsync_dir
 from recorder.index import Index
 
 log = logging.getLogger(__name__)
+ENCRYPTED_SUFFIX = ".enc"
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,35 @@ def probe_media(path: Path) -> MediaSpan:
     return MediaSpan(start or 0, end, counts["video"], counts["audio"])
 
 
+def read_encrypted_segment(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
+    """Hashes of an encrypted segment, read without the key: its media and plaintext are
+    unknown to the unit (``None``); the media start is the one journaled when it opened."""
+    hasher = RecordPartHasher()
+    with open(path, "rb") as f:
+        header, _, _ = read_preamble(f)
+        f.seek(0)
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    start = (row or {}).get("media_start_us")
+    return WrittenSegment(
+        path=path,
+        size=hasher.position,
+        sha256=hasher.file_sha256.hexdigest(),
+        parts=hasher.finish(),
+        media_start_us=start,
+        media_end_us=None,
+        video_frames=None,
+        audio_frames=None,
+        encryption={
+            **{k: header[k] for k in ("kem", "kdf", "aead", "recipient")},
+            "records": len(hasher.parts) - 1,
+            "plaintext": None,
+        },
+    )
+
+
 def read_segment(path: Path, length: int | None = None) -> WrittenSegment:
-    """Hashes and media span of a finished (or cut) segment file."""
+    """Hashes and media span of a finished (or cut) plain segment file."""
     size = path.stat().st_size if length is None else length
     with open(path, "rb") as f:
         boxes = list(iter_boxes(f, size))
@@ -98,14 +128,35 @@ def _save_tail(part: Path, keep: int, torn_dir: Path) -> int:
     return size - keep
 
 
-def recover_part(part: Path, index: Index) -> Recovered:
-    """Cut one ``.part`` file at its last whole fragment and seal it as recovered."""
-    final = part.with_name(part.name.removesuffix(".part"))
+def _whole_prefix(part: Path) -> tuple[int, bool]:
+    """(bytes to keep, whether they hold media): whole fragments of a plain file; the
+    preamble and whole records of an encrypted one (its media cannot be seen here)."""
+    if part.name.endswith(ENCRYPTED_SUFFIX + ".part"):
+        hasher = RecordPartHasher(whole_file=False)
+        with open(part, "rb") as f:
+            try:
+                while chunk := f.read(1 << 20):
+                    hasher.update(chunk)
+            except EncryptionError as exc:  # garbage, not a torn record: keep what framed
+                log.error("%s: %s; cutting after the last whole record", part.name, exc)
+        return hasher.whole_end, len(hasher.parts) > 1
     size = part.stat().st_size
     with open(part, "rb") as f:
         boxes = list(iter_boxes(f, size))
     keep = whole_fragment_prefix(boxes)
-    has_media = any(b.type == "moof" and b.end <= keep for b in boxes)
+    return keep, any(b.type == "moof" and b.end <= keep for b in boxes)
+
+
+def _read_any(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
+    if path.name.endswith(ENCRYPTED_SUFFIX):
+        return read_encrypted_segment(path, row)
+    return read_segment(path)
+
+
+def recover_part(part: Path, index: Index) -> Recovered:
+    """Cut one ``.part`` file at its last whole fragment and seal it as recovered."""
+    final = part.with_name(part.name.removesuffix(".part"))
+    keep, has_media = _whole_prefix(part)
     if not has_media:
         keep = 0  # a header without media plays nothing: set every byte aside
     torn = _save_tail(part, keep, part.parent / "torn")
@@ -129,7 +180,7 @@ def recover_part(part: Path, index: Index) -> Recovered:
     os.chmod(part, 0o444)
     os.rename(part, final)
     fsync_dir(final.parent)
-    written = read_segment(final)
+    written = _read_any(final, index.segment(name))
     index.close_segment(name, written, "recovered", utc_iso(clock.wall_for(clock.monotonic_us)))
     return Recovered(name, "recovered", keep, torn, written.media_end_us)
 
@@ -143,7 +194,7 @@ def recover(evidence_dir: Path, index: Index) -> list[Recovered]:
     for row in index.segments(state="open"):
         final = evidence_dir / row["name"]
         if final.exists():  # crashed between rename and index update: it was sealed
-            written = read_segment(final)
+            written = _read_any(final, row)
             index.close_segment(row["name"], written, "sealed", row.get("wall_end") or "")
             results.append(Recovered(row["name"], "sealed", written.size, 0, written.media_end_us))
         else:  # crashed before the file was created: nothing was ever written

@@ -71,6 +71,7 @@ def segment_body(row: dict[str, Any], context: dict[str, Any] | None = None) -> 
             "video_frames": row["video_frames"],
             "audio_frames": row["audio_frames"],
             "c2pa": bool(row.get("c2pa")),
+            **({"encryption": json.loads(row["encryption"])} if row.get("encryption") else {}),
         },
     }
 
@@ -313,7 +314,9 @@ class Sealer:
             log.warning("sealer: %s is already entry %d; not signing it again", name, already)
             index.mark_event(event["id"], already)
             return
-        if self._c2pa and not row.get("c2pa"):
+        # An encrypted file cannot be read back here: its provenance is this entry, which
+        # commits to the plaintext's hash; C2PA is embedded at the centre on decryption.
+        if self._c2pa and not row.get("c2pa") and not row.get("encryption"):
             row = self._embed_c2pa(index, ledger, row)
         context = {k: v for k, v in event["detail"].items() if k != "name"}
         self._append(

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from recorder.boxes import StreamingPartHasher
+from recorder.encryption import EncryptionError, RecordPartHasher
 from signer.envelope import Signed, sha256_hex
 from signer.identity import load_chain_pem, verify_device_chain
 from signer.ledger import CERT_FILE, GENESIS_PREV, HEAD_FILE, HEAD_TYPE, LEDGER_FILE, Entry, key_id
@@ -52,6 +53,7 @@ class Report:
     entries: int = 0
     segments: int = 0
     withheld: int = 0
+    encrypted: int = 0
     bytes_hashed: int = 0
     findings: list[Finding] = field(default_factory=list)
 
@@ -113,13 +115,22 @@ def _device_key(
     return public, device
 
 
-def hash_file(path: Path, progress: Callable[[int], None]) -> StreamingPartHasher:
+Hasher = StreamingPartHasher | RecordPartHasher
+
+
+def hash_file(path: Path, progress: Callable[[int], None], encrypted: bool = False) -> Hasher:
     """Per-part hashes in one sequential read. The parts cover every byte, so equal
-    parts and length mean an equal file: the whole-file digest is not computed."""
-    hasher = StreamingPartHasher(whole_file=False)
+    parts and length mean an equal file: the whole-file digest is not computed.
+    ``encrypted``: parts are the records of a LIUHENC1 file (no key is needed)."""
+    hasher: Hasher = (
+        RecordPartHasher(whole_file=False) if encrypted else StreamingPartHasher(whole_file=False)
+    )
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            hasher.update(chunk)
+            try:
+                hasher.update(chunk)
+            except EncryptionError:  # framing broken here: the parts so far still count
+                break
             progress(len(chunk))
     return hasher
 
@@ -130,7 +141,7 @@ def file_sha256(path: Path) -> str:
 
 
 def compare_file(
-    path: Path, seg: dict[str, Any], hasher: StreamingPartHasher, report: Report, where: str
+    path: Path, seg: dict[str, Any], hasher: Hasher, report: Report, where: str
 ) -> bool:
     """True if the file is exactly what the entry says; else name how it differs."""
     expected = seg["parts"]
@@ -224,7 +235,7 @@ def verify(path: Path, trust: Path | None = None, progress: Callable[[int], None
     report = Report(str(evidence))
     public, cert_device = _device_key(evidence, trust, report)
     my_keyid = key_id(public)
-    files = {p.name: p for p in evidence.glob("*.mp4")}
+    files = {p.name: p for pattern in ("*.mp4", "*.mp4.enc") for p in evidence.glob(pattern)}
     on_total(sum(p.stat().st_size for p in files.values()))
     seen: set[str] = set()
     mismatched: dict[str, str] = {}  # file name -> its actual sha256
@@ -293,6 +304,11 @@ def verify(path: Path, trust: Path | None = None, progress: Callable[[int], None
             name,
             "a segment still being written (or interrupted and not yet recovered)",
         )
+    if report.encrypted:
+        report.add("notice", "encrypted", LEDGER_FILE,
+                   f"{report.encrypted} segments are encrypted for the agency's key: their "
+                   "ciphertext was checked record by record; `liuhen central decrypt` checks "
+                   "the plaintext against the signed hash")  # fmt: skip
     if chain.software:
         report.add("warning", "software-key", LEDGER_FILE,
                    f"{chain.software} entries were signed by a DEVELOPMENT software key, not a hardware token")  # fmt: skip
@@ -309,10 +325,15 @@ def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], 
     report.segments += 1
     seen.add(name)
     where = f"{where} ({name})"
+    end_us = seg.get("media_end_us")
     if seg["state"] == "recovered":
+        ends = (f"media ends at {end_us / 1e6:.3f} s of recording {seg['recording']}"
+                if isinstance(end_us, int) else "encrypted, so where its media ends is known "
+                "only after decryption (`liuhen central decrypt`)")  # fmt: skip
         report.add("notice", "recovered", name,
-                   f"{where}: recovered after a power cut or crash; media ends at "
-                   f"{seg['media_end_us'] / 1e6:.3f} s of recording {seg['recording']}")  # fmt: skip
+                   f"{where}: recovered after a power cut or crash; {ends}")  # fmt: skip
+    if isinstance(seg.get("encryption"), dict):
+        report.encrypted += 1
     recording = seg.get("recording")
     if isinstance(recording, int):
         previous = last_of_recording.get(recording)
@@ -324,12 +345,12 @@ def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], 
             report.add("error", "discontinuous", name,
                        f"{where}: media starts at {seg['media_start_us'] / 1e6:.3f} s but {previous[0]} "
                        f"ended at {previous[1] / 1e6:.3f} s")  # fmt: skip
-        last_of_recording[recording] = (name, int(seg["media_end_us"]), str(seg["state"]))
+        last_of_recording[recording] = (name, int(end_us or 0), str(seg["state"]))
     path = files.get(name)
     if path is None:
         report.add("error", "missing", name, f"{where}: the segment file is not in {evidence}")
         return
-    hasher = hash_file(path, progress)
+    hasher = hash_file(path, progress, encrypted=isinstance(seg.get("encryption"), dict))
     report.bytes_hashed += hasher.position
     if not compare_file(path, seg, hasher, report, where):
         mismatched[name] = file_sha256(path)

@@ -114,16 +114,33 @@ def box_file(fragments: int = 4, fragment_bytes: int = 50_000, salt: bytes = b""
     return b"".join(out)
 
 
+def encrypted_file(plain: bytes, name: str, records: int = 4) -> bytes:
+    """``plain`` encrypted at rest for a fresh agency key, as a unit writes it."""
+    from recorder.encryption import Recipient, RecordSealer, generate_agency_key
+
+    sealer = RecordSealer(Recipient.from_pem(generate_agency_key()[1]), "unit-a", name)
+    step = -(-len(plain) // records)
+    chunks = [plain[i : i + step] for i in range(0, len(plain), step)]
+    return sealer.preamble + b"".join(
+        sealer.seal(c, final=i == len(chunks) - 1) for i, c in enumerate(chunks)
+    )
+
+
 def segment_body(name: str, data: bytes, recording: int = 1, seq: int = 1) -> dict[str, Any]:
-    hasher = StreamingPartHasher()
+    from recorder.encryption import RecordPartHasher, is_encrypted_bytes
+
+    encrypted = is_encrypted_bytes(data)
+    hasher = RecordPartHasher() if encrypted else StreamingPartHasher()
     hasher.update(data)
     parts = [[p.offset, p.length, p.sha256] for p in hasher.finish()]
+    extra = {"encryption": {"kem": "MLKEM768-X25519", "records": len(parts) - 1,
+                            "plaintext": None}} if encrypted else {}  # fmt: skip
     return {"segment": {
         "name": name, "recording": recording, "seq": seq, "state": "sealed", "bytes": len(data),
         "sha256": hasher.file_sha256.hexdigest(), "parts": parts,
         "media_start_us": (seq - 1) * 5_000_000, "media_end_us": seq * 5_000_000,
         "wall_start": "2024-05-02T08:00:00.000Z", "wall_end": "2024-05-02T08:00:05.000Z",
-        "video_frames": 150, "audio_frames": 0, "c2pa": False}}  # fmt: skip
+        "video_frames": 150, "audio_frames": 0, "c2pa": False, **extra}}  # fmt: skip
 
 
 def append_segment(ledger: SignedLedger, name: str, data: bytes, **kw: Any) -> tuple[int, bytes]:

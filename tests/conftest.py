@@ -59,6 +59,31 @@ def token_unit(
     return config, env, pin
 
 
+@dataclass(frozen=True)
+class RecordedData:
+    """A data directory a unit recorded into, and the environment it ran with."""
+
+    data: Path
+    env: dict[str, str]
+
+    @property
+    def evidence(self) -> Path:
+        return self.data / "evidence"
+
+    def segments(self) -> list[Path]:
+        return sorted(p for p in self.evidence.iterdir() if p.name.endswith((".mp4", ".mp4.enc")))
+
+
+def liuhen(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`liuhen ARGS` as a user types it, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "firmware_py.cli", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
 def _toml(value: Any) -> str:
     """A TOML value for the scalars, lists and flat tables tests use."""
     if isinstance(value, dict):
@@ -82,6 +107,8 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
             "certificate": str(path.parent / "device.pem"),
         },
         "signer": {"c2pa": False},
+        # Most tests look at the media; tests/test_encryption.py turns this on.
+        "encryption": {"enabled": False},
     }
     if "keys" not in sections:
         make_software_identity(path.parent / "device.key", path.parent / "device.pem", "test-unit")

@@ -18,7 +18,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT, wait_for
+from conftest import liuhen, wait_for
 
 from firmware_py.config import load
 from firmware_py.daemon import Daemon
@@ -316,15 +315,6 @@ def ledger_entries(data: Path) -> list[dict[str, Any]]:
 
 def ledger_events(data: Path, kind: str) -> list[dict[str, Any]]:
     return [e["event"] for e in ledger_entries(data) if "event" in e and e["event"]["type"] == kind]
-
-
-def liuhen(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "firmware_py.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout,
-    )  # fmt: skip
 
 
 def verify(data: Path, *extra: str) -> dict[str, Any]:

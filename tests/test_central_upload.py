@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from centralfixtures import CentralRig, RawClient, api, append_segment, box_file
+from centralfixtures import CentralRig, RawClient, api, append_segment, box_file, encrypted_file
 from mqttfixtures import PREFIX, Observer, running_broker, wait_for
 
 from central.receipts import check_receipt
@@ -129,6 +129,43 @@ def test_upload_protocol_refuses_bad_input_and_quarantines_a_mismatch(tmp_path: 
                     raise AssertionError("a quarantined file was served")
                 except urllib.error.HTTPError as exc:
                     assert exc.code == 404
+        finally:
+            sender.stop()
+
+
+def test_an_encrypted_segment_is_checked_record_by_record_without_the_key(tmp_path: Path) -> None:
+    """The collector holds no agency key: it stores an encrypted segment that is what its
+    entry commits to, quarantines one with an altered record, and never offers either
+    for playback."""
+    with running_broker(tmp_path / "broker") as broker:
+        rig = CentralRig(tmp_path / "central", broker)
+        unit = rig.unit("unit-a")
+        good = encrypted_file(box_file(salt=b"e1"), "unit-a_e1.mp4.enc")
+        other = encrypted_file(box_file(salt=b"e2"), "unit-a_e2.mp4.enc")
+        lines = [line for _, line in unit.append(1)]
+        lines += [append_segment(unit, "unit-a_e1.mp4.enc", good)[1],
+                  append_segment(unit, "unit-a_e2.mp4.enc", other, seq=2)[1]]  # fmt: skip
+        sha = [Entry.from_line(line).body_json()["segment"]["sha256"] for line in lines[1:]]
+        sender = Observer(broker, name="sender", topics=("nothing/#",)).start()
+        try:
+            with rig.running() as server:
+                client = RawClient.for_unit(server, broker.pki, "unit-a")
+                _publish(sender, "unit-a", lines)
+                wait_for(lambda: server.central.fleet.unit("unit-a").entries == 3, 10, "entries")
+                status, body = client.put(sha[0], "unit-a_e1.mp4.enc", good, 0, len(good))
+                assert status == 201 and body["state"] == "stored", body
+                altered = bytearray(other)
+                altered[len(other) * 3 // 4] ^= 1  # inside the third of four records
+                status, body = client.put(
+                    sha[1], "unit-a_e2.mp4.enc", bytes(altered), 0, len(other)
+                )
+                assert (status, body["state"]) == (422, "quarantined"), body
+                assert "part 3 " in body["message"] and "differs" in body["message"], body
+                segments = {s["name"]: s for s in api(server, "/api/units/unit-a")["segments"]}
+                stored = segments["unit-a_e1.mp4.enc"]
+                assert (
+                    stored["upload"] == "stored" and stored["encrypted"] and stored["media"] is None
+                )
         finally:
             sender.stop()
 

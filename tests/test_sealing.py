@@ -3,19 +3,10 @@ keeps recording, says so, and seals the backlog in order once the key is back.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, Daemon, token_unit
+from conftest import Daemon, liuhen, token_unit
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
-
-
-def liuhen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "firmware_py.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
-    )  # fmt: skip
 
 
 def test_recording_goes_on_without_the_key_and_the_backlog_is_sealed_later(

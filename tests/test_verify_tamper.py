@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Daemon, write_config
+from conftest import ROOT, Daemon, RecordedData, liuhen, write_config
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
 
 from signer.c2pa_embed import read_validation
@@ -25,25 +24,9 @@ from signer.ledger import LEDGER_FILE, Entry, Ledger
 from signer.sealer import stamp_now
 
 
-def liuhen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "firmware_py.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
-    )  # fmt: skip
-
-
 @dataclass(frozen=True)
-class Recorded:
-    data: Path
+class Recorded(RecordedData):
     root_ca: Path
-    env: dict[str, str]
-
-    @property
-    def evidence(self) -> Path:
-        return self.data / "evidence"
-
-    def segments(self) -> list[Path]:
-        return sorted(self.evidence.glob("*.mp4"))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +69,7 @@ def recorded(
                   and s["sealer"]["last_seq"] is not None, 60, "recovered and sealed")  # fmt: skip
     time.sleep(1)
     assert unit.terminate() == 0, unit.output()
-    yield Recorded(data, base / "ca" / "dev-root-ca.cert.pem", env)
+    yield Recorded(data, env, root_ca=base / "ca" / "dev-root-ca.cert.pem")
     for proc in (unit.proc,):
         if proc and proc.poll() is None:
             proc.kill()

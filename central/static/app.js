@@ -101,7 +101,8 @@ function timelineItem(item) {
 
 function segmentRow(s) {
   const cls = s.upload === "stored" ? "ok" : s.upload === "quarantined" ? "bad" : "warning";
-  const button = s.media ? el("button", { onclick: () => play(s) }, "play") : "";
+  const button = s.media ? el("button", { onclick: () => play(s) }, "play")
+    : s.encrypted && s.upload === "stored" ? el("span", { title: "liuhen central decrypt FILE OUT --key AGENCY.key.pem" }, "encrypted") : "";
   return el("tr", { "data-segment": s.name, "data-upload": s.upload },
     el("td", {}, "r" + s.recording + " / s" + s.seq, el("br"), el("code", { title: s.sha256 }, s.name)),
     el("td", {}, secs(s.media_start_us) + " – " + secs(s.media_end_us)),
