@@ -2,8 +2,8 @@
 print the table.
 
 Owns: the command line, the order of the benchmarks (the pipeline writes the segments
-hashing reads; seal writes the ledger lines MQTT sends), keeping one failure from
-stopping the others, and the table. Must not: measure anything itself.
+hashing and encryption read; seal writes the ledger lines MQTT sends), keeping one
+failure from stopping the others, and the table. Must not: measure anything itself.
 
     python -m bench                # full: 10 min input, best of 5 (< 10 min on 2 cores)
     python -m bench --quick        # 2 min input, fewer samples (< 2 min)
@@ -25,7 +25,18 @@ from typing import Any
 from bench import inputs, machine, results
 from bench.results import Context, Result
 
-ORDER = ("pipeline", "hashing", "seal", "mqtt", "realtime", "startlat", "panel", "profile", "fleet")
+ORDER = (
+    "pipeline",
+    "hashing",
+    "encryption",
+    "seal",
+    "mqtt",
+    "realtime",
+    "startlat",
+    "panel",
+    "profile",
+    "fleet",
+)
 MODULES = {"startlat": "bench.startlat", "profile": "bench.profile"}
 FULL_INPUT_S, QUICK_INPUT_S = 600, 120
 
