@@ -25,7 +25,10 @@ $(DEMO_KEYS)/device.pem: | deps
 	[ -f $(DEMO_KEYS)/device.key ] || $(BIN)/liuhen keys init --config examples/sim.toml
 	$(BIN)/liuhen keys cert --config examples/sim.toml --ca $(DEMO_KEYS)/ca
 
-demo: deps $(DEMO_KEYS)/device.pem
+$(DEMO_KEYS)/agency.pub.pem: | deps
+	$(BIN)/liuhen keys agency-key $(DEMO_KEYS)
+
+demo: deps $(DEMO_KEYS)/device.pem $(DEMO_KEYS)/agency.pub.pem
 	@echo "Recording on simulated hardware into $(DEMO_DATA). Ctrl-C seals the segment and stops."
 	@echo "In another terminal: $(BIN)/liuhen ctl --data $(DEMO_DATA) status | record stop | record start"
 	$(if $(DEMO_SECONDS),timeout -s INT $(DEMO_SECONDS)) $(BIN)/liuhen run --config examples/sim.toml --data $(DEMO_DATA) --live \
