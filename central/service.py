@@ -202,6 +202,8 @@ class Central:
                 "storage_free_bytes": s.get("storage_free_bytes"),
                 "storage_total_bytes": s.get("storage_total_bytes"),
                 "clock_synced": s.get("clock_synced"),
+                "faults": s.get("faults"),
+                "encrypting": s.get("encrypting"),
                 "backlog": s.get("backlog"),
                 "entries": view.entries,
                 "last_seq": view.last_seq,

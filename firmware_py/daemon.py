@@ -532,6 +532,7 @@ class Daemon:
             "upload": self.uploader.status() if self.uploader is not None else None,
             "storage_free_bytes": usage.free,
             "storage_total_bytes": usage.total,
+            "encrypting": self._recipient is not None,
         }
 
     def handle_request(self, request: dict[str, Any]) -> Reply:

@@ -41,7 +41,8 @@ def test_the_centre_sees_the_unit_live_and_commands_it(
         )  # fmt: skip
         unit = daemon_factory(config).start()
         unit.wait_for(lambda s: s["state"] == "ready" and s["ring_s"] >= 2, 30, "pre-event media")
-        observer.wait(lambda: observer.on("status", DEVICE), 15, "a heartbeat")
+        beat = observer.wait(lambda: observer.on("status", DEVICE), 15, "a heartbeat")[-1].json()
+        assert beat["faults"] == unit.status()["unit"]["faults"] and beat["encrypting"] is False
 
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = f"{PREFIX}/{DEVICE}/reply/desk"

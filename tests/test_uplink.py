@@ -64,6 +64,8 @@ class Daemon:
             "storage_total_bytes": 32_000_000_000,
             "officer": {"id": "0421", "name": "Li Wei"},
             "battery": {"percent": 81.5, "charging": False},
+            "unit": {"mode": "ready", "faults": ["storage_low", "clock_unset"]},
+            "encrypting": True,
             "sealer": {
                 "state": "ok",
                 "error": None,
@@ -193,6 +195,7 @@ def test_birth_heartbeat_and_entries_arrive_and_match_the_schemas(rig: Rig) -> N
     assert last["battery"] == {"percent": 81.5, "charging": False}
     assert last["storage_free_bytes"] == 12_000_000_000 and last["segments_sealed"] == 3
     assert isinstance(last["clock_synced"], bool | None)
+    assert last["faults"] == ["clock_unset", "storage_low"] and last["encrypting"] is True
 
     received = rig.ledger_messages()
     assert [m.payload for m in received] == [line for _, line in entries]  # byte for byte

@@ -57,6 +57,15 @@ def battery_of(status: dict[str, Any]) -> dict[str, Any] | None:
     return {"percent": percent, "charging": _typed(battery.get("charging"), bool)}
 
 
+def faults_of(status: dict[str, Any]) -> list[str] | None:
+    """The unit's judged faults (what its LEDs show), e.g. ``storage_low``."""
+    unit = status.get("unit")
+    faults = unit.get("faults") if isinstance(unit, dict) else None
+    if not isinstance(faults, list):
+        return None
+    return sorted(f for f in faults if isinstance(f, str))
+
+
 def sealer_of(status: dict[str, Any]) -> dict[str, Any] | None:
     sealer = status.get("sealer")
     if not isinstance(sealer, dict):
@@ -132,6 +141,8 @@ def status(
         "battery": battery_of(daemon),
         "clock_synced": synced if isinstance(synced, bool) else None,
         "fault": _typed(daemon.get("fault"), str),
+        "faults": faults_of(daemon),
+        "encrypting": _typed(daemon.get("encrypting"), bool),
         "sealer": sealer_of(daemon),
         "backlog": {
             "entries": backlog.entries,

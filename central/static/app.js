@@ -22,6 +22,7 @@ async function getJSON(url) { const r = await fetch(url, { cache: "no-store" });
 function unitRow(u) {
   const link = u.online === true ? el("span", { class: "pill online" }, "online")
     : u.online === false ? el("span", { class: "pill offline" }, "offline (" + (u.death_reason || "?") + ")") : el("span", { class: "pill" }, "unknown");
+  const faults = (u.faults || []).map((f) => el("div", { class: "warning fault", "data-fault": f }, f.replace("_", " ")));
   const state = el("span", { class: "pill " + (u.recording ? "recording" : "") }, u.state || "?");
   const up = u.uploads || {};
   const alerts = (u.alerts || []).map((a) => el("div", { class: a.severity, title: a.message }, a.title));
@@ -32,7 +33,7 @@ function unitRow(u) {
   const chain = el("span", { class: u.missing ? "bad" : u.key_trusted ? "ok" : "warning" },
     (u.last_seq ?? "—") + (u.missing ? ", " + u.missing + " missing" : "") + (u.key_trusted ? "" : " (untrusted key)"));
   return el("tr", { "data-device": u.device, class: u.device === selected ? "selected" : "", onclick: () => select(u.device) },
-    el("td", {}, el("b", {}, u.device)), el("td", { class: "link" }, link), el("td", { class: "state" }, state),
+    el("td", {}, el("b", {}, u.device)), el("td", { class: "link" }, link), el("td", { class: "state" }, state, ...faults),
     el("td", {}, officer), el("td", { class: "case" }, u.case || "—"), el("td", { title: u.last_seen || "" }, ago(u.last_seen_age_s)),
     el("td", {}, backlog), el("td", { class: "uploads" }, `${up.stored || 0} / ${(up.awaiting || 0) + (up.partial || 0)} / `,
       el("span", { class: up.quarantined ? "bad" : "" }, String(up.quarantined || 0))),
