@@ -65,6 +65,10 @@ class UnitActions:
         self.on_session_change = on_session_change
         self.profile = profile
         self.cannot_record = cannot_record  # why a recording must not start now (full disk)
+        # A recording the unit owes: started by no person (autostart, a trigger) but
+        # refused for storage, or cut short by a full disk. Resumed when room returns;
+        # forgotten when anyone stops or starts recording.
+        self.owed: str | None = None
 
     def position(self) -> dict[str, Any] | None:
         """Where in the recorded media this moment falls, if recording."""
@@ -80,17 +84,34 @@ class UnitActions:
         if why is not None:
             self.journal("record_refused", {"source": source, "reason": why})
             self.feedback.flash_error()
+            if source == "autostart" or source.startswith(("trigger:", "resume:")):
+                self.owed = source.removeprefix("resume:")
             return {"ok": False, "error": f"recording not started: {why}"}
+        self.owed = None
         self.recorder.start(source)
         self.feedback.buzz("start")
         return {"ok": True}
 
     def record_stop(self, source: str) -> Reply:
+        self.owed = None
         if self.recorder.status().state != "recording":
             return {"ok": True, "note": "not recording"}
         self.recorder.stop(source)
         self.feedback.buzz("stop")
         return {"ok": True}
+
+    def stop_for_storage(self) -> Reply:
+        """The disk is full: stop, and owe the recording until there is room again."""
+        reply = self.record_stop("storage-full")
+        self.owed = "storage-full"
+        return reply
+
+    def resume_owed(self) -> Reply | None:
+        """Start the owed recording (the caller has seen room come back)."""
+        if self.owed is None or self.recorder.status().state != "ready":
+            return None
+        log.info("room on the disk again: resuming the recording stopped by %s", self.owed)
+        return self.record_start(f"resume:{self.owed}")
 
     def record_press(self) -> Reply:
         """The record button, pressed briefly: starts; while recording it is a knock."""

@@ -487,9 +487,11 @@ class Daemon:
                                            "sealer_error": seal.error, "recorder_fault": rec.fault})  # fmt: skip
             if self.panel is not None:
                 self.panel.show(indication_for(verdict))
+        assert self.actions is not None
         if Fault.STORAGE_FULL in verdict.faults and rec.state == "recording":
-            assert self.actions is not None
-            self.actions.record_stop("storage-full")
+            self.actions.stop_for_storage()
+        elif self.actions.owed and usage.free >= self.config.storage.low_free_mb << 20:
+            self.actions.resume_owed()  # above the warning line, not just the stop line
         reminder = self.config.panel.reminder_seconds
         if (
             verdict.recording

@@ -13,6 +13,7 @@ deleted or overwritten, and ``liuhen verify`` says the evidence is intact.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,16 +120,57 @@ def test_low_warns_full_stops_cleanly_refuses_to_start_and_keeps_everything(
         assert not refused["ok"] and "storage" in refused["error"], refused
         assert unit.status()["state"] == "ready"
 
-        ballast.unlink()  # the space comes back: recording works again
-        wait_until(lambda: "storage_full" not in unit_faults(unit), 10, "storage_full cleared")
-        assert unit.request(cmd="record", action="start")["ok"]
-        wait_until(lambda: unit.status()["state"] == "recording", 10, "recording again")
+        ballast.unlink()  # the space comes back: the recording the disk cut short resumes
+        wait_until(lambda: unit.status()["state"] == "recording", 10, "recording again by itself")
+        tally["resumed"] += 1
+        wait_until(lambda: len(ledger_events(small_disk, "recording_started")) >= 2, 10, "signed")
+        resumed = ledger_events(small_disk, "recording_started")[-1]["detail"]
+        assert resumed["trigger"] == "resume:storage-full", resumed
         assert unit.request(cmd="record", action="stop")["ok"]
+        fill(ballast, leave_bytes=STOP_MB * MB - 100_000)  # full again, but nobody owes a
+        wait_until(lambda: "storage_full" in unit_faults(unit), 10, "full again")  # recording:
+        ballast.unlink()  # a person stopped it, so room coming back starts nothing
+        wait_until(lambda: "storage_full" not in unit_faults(unit), 10, "room again")
+        time.sleep(1)
+        assert unit.status()["state"] == "ready"
     finally:
         assert unit.stop() == 0
     report = assert_all_kept(small_disk, before)
     assert report["segments"] >= 2
     tally.report("storage thresholds")
+
+
+def test_an_autostart_refused_for_storage_starts_once_there_is_room(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """A hearing room's unit that boots on a nearly full disk cannot record yet; it must
+    not wait for a person to notice, but start as soon as room comes back."""
+    tally = Tally()
+    ballast = small_disk / "ballast"
+    fill(ballast, leave_bytes=STOP_MB * MB - 300_000)
+    unit = InProcessUnit.start(
+        write_config(
+            tmp_path / "unit.toml",
+            recorder={"autostart": True, "segment_seconds": 5},
+            storage={"low_free_mb": LOW_MB, "stop_free_mb": STOP_MB},
+            panel=PANEL,
+        ),
+        small_disk,
+    )
+    try:
+        wait_until(lambda: ledger_events(small_disk, "record_refused"), 15, "the refusal signed")
+        tally["autostart refused"] += 1
+        wait_until(lambda: "storage_full" in unit_faults(unit), 10, "the storage_full fault")
+        assert unit.status()["state"] == "ready"
+        ballast.unlink()
+        wait_until(lambda: unit.status()["state"] == "recording", 15, "recording by itself")
+        tally["started when room came back"] += 1
+        wait_until(lambda: ledger_events(small_disk, "recording_started"), 10, "the start signed")
+        started = ledger_events(small_disk, "recording_started")[0]["detail"]
+        assert started["trigger"] == "resume:autostart", started
+    finally:
+        assert unit.stop() == 0
+    tally.report("autostart on a full disk")
 
 
 def test_space_eaten_below_the_threshold_fails_a_write_and_keeps_every_whole_fragment(
