@@ -52,6 +52,32 @@ def _cmd_config_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_rebuild(args: argparse.Namespace) -> int:
+    from firmware_py.daemon import DataDir
+    from firmware_py.rebuild import RebuildError, rebuild
+
+    try:
+        done = rebuild(DataDir(args.data))
+    except RebuildError as exc:
+        print(f"liuhen index rebuild: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    if done.set_aside:
+        print(f"the damaged index is kept as {done.set_aside} (nothing was deleted)")
+    print(f"rebuilt {args.data / 'index.sqlite'} from the ledger: {done.entries} entries, "
+          f"{done.segments} segments, {done.events} events, {done.recordings} recordings")  # fmt: skip
+    for name in done.unsigned_files:
+        print(f"  {name}: not in the ledger yet; journaled, the sealer signs it at the next start")
+    if done.torn_tail:
+        print("  the ledger ends in a torn line (a power cut); the next start sets it aside")
+    if done.salvaged_events:
+        print(f"  {done.salvaged_events} events journaled but not yet signed were salvaged "
+              "from the damaged index; they are signed at the next start")  # fmt: skip
+    if done.salvage_error:
+        print(f"  events journaled but not yet signed could not be salvaged ({done.salvage_error});"
+              " the signed index_rebuilt event says so")  # fmt: skip
+    return 0
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from hw.microphone import PortAudioSource
 
@@ -95,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_config_check)
     doc = cfg_sub.add_parser("doc", help="print docs/CONFIG.md")
     doc.set_defaults(func=_cmd_config_doc)
+
+    idx = sub.add_parser("index", help="the data directory's index")
+    idx_sub = idx.add_subparsers(dest="index_command", required=True)
+    rebuild = idx_sub.add_parser(
+        "rebuild", help="set a damaged index aside and rebuild it from the ledger and the files"
+    )
+    rebuild.add_argument("--data", type=Path, required=True, help="the data directory")
+    rebuild.set_defaults(func=_cmd_index_rebuild)
 
     ctl_cli.add_parsers(sub)
     keys_cli.add_parser(sub)

@@ -341,11 +341,17 @@ class Daemon:
                 raise DataDirError(
                     f"{self.data.index} cannot be used ({cause}); {free:.1f} MB free", EX_CANTCREAT
                 ) from None
-            if isinstance(exc, IndexUnavailable):
-                raise
+            if isinstance(exc, IndexUnavailable) and cause is None:
+                raise  # not damage (e.g. a newer schema): rebuilding is no remedy
+            what = (
+                str(exc)
+                if isinstance(exc, IndexUnavailable)
+                else f"{self.data.index} is damaged ({exc})"
+            )
             raise IndexUnavailable(
-                f"{self.data.index} is damaged ({exc}); the evidence files and ledger.jsonl do "
-                "not depend on it (liuhen verify checks them)"
+                f"{what}; the evidence files and ledger.jsonl do not depend on it (liuhen "
+                f"verify checks them): `liuhen index rebuild --data {self.data.root}` sets it "
+                "aside and rebuilds it from them"
             ) from None
         return index
 

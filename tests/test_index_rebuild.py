@@ -1,0 +1,113 @@
+"""A damaged index is rebuilt from the ledger and the files: the unit starts again, its
+chain goes on (recording numbers continue, no segment signed twice), and segments that
+were sealed but not yet signed when the index broke are signed afterwards."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon, liuhen, write_config
+from faultkit import errors, verify
+
+from signer.ledger import LEDGER_FILE, Entry
+
+
+def entries(data: Path) -> list[Entry]:
+    lines = (data / "evidence" / LEDGER_FILE).read_bytes().splitlines(keepends=True)
+    return [Entry.from_line(line) for line in lines]
+
+
+def segment_bodies(data: Path) -> list[dict[str, Any]]:
+    return [e.body_json()["segment"] for e in entries(data) if e.kind == "segment"]
+
+
+def test_a_damaged_index_is_rebuilt_and_the_chain_goes_on(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    key = tmp_path / "device.key"
+    config = write_config(
+        tmp_path / "unit.toml", recorder={"autostart": True, "segment_seconds": 5}
+    )
+    data = tmp_path / "data"
+
+    signed: Daemon = daemon_factory(config, data).start()
+    signed.wait_for(lambda s: s["segments_sealed"] >= 2 and s["sealer"]["backlog"] == 0, 40,
+                    "two segments signed")  # fmt: skip
+    assert signed.ctl("mark", "before the damage")["ok"]
+    assert signed.terminate() == 0, signed.output()
+
+    key.rename(tmp_path / "device.key.away")  # the key is gone: segments seal, none is signed
+    unsigned: Daemon = daemon_factory(config, data).start()
+    unsigned.wait_for(lambda s: s["segments_sealed"] >= 2 and s["sealer"]["state"] == "fault", 40,
+                      "segments sealed while the key is away")  # fmt: skip
+    assert unsigned.terminate() == 0, unsigned.output()
+    (tmp_path / "device.key.away").rename(key)
+    files = sorted(p.name for p in (data / "evidence").glob("*.mp4"))
+    signed_names = {s["name"] for s in segment_bodies(data)}
+    waiting = [name for name in files if name not in signed_names]
+    assert len(waiting) >= 2, (files, signed_names)
+
+    with open(data / "index.sqlite", "r+b") as f:  # garbage over the header page
+        f.write(random.Random(7).randbytes(4096))
+    refused: Daemon = daemon_factory(config, data).start()
+    assert refused.proc is not None and refused.proc.wait(30) == 65, refused.output()
+    assert f"liuhen index rebuild --data {data}" in refused.output()
+
+    done = liuhen("index", "rebuild", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    kept = list(data.glob("index.sqlite.damaged-*"))
+    assert kept and "nothing was deleted" in done.stdout
+    for name in waiting:
+        assert f"{name}: not in the ledger yet" in done.stdout
+    again = liuhen("index", "rebuild", "--data", str(data))  # idempotent: sets aside again
+    assert again.returncode == 0 and len(list(data.glob("index.sqlite.damaged-*"))) >= 1
+
+    resumed: Daemon = daemon_factory(config, data).start()
+    resumed.wait_for(lambda s: s["segments_sealed"] >= 1 and s["sealer"]["backlog"] == 0
+                     and s["sealer"]["state"] == "ok", 40, "recording on, backlog signed")  # fmt: skip
+    assert resumed.terminate() == 0, resumed.output()
+
+    bodies = segment_bodies(data)
+    names = [s["name"] for s in bodies]
+    assert len(names) == len(set(names)), "a segment was signed twice"
+    assert set(files) <= set(names), "a sealed file was never signed"
+    refs = [e.ref for e in entries(data) if e.ref is not None]
+    assert len(refs) == len(set(refs)), "two entries claim the same journaled event"
+    starts = [json.loads(e.body or b"{}")["event"]["detail"]["recording_id"]
+              for e in entries(data) if e.kind == "event"
+              and json.loads(e.body or b"{}")["event"]["type"] == "recording_started"]  # fmt: skip
+    # Recording 2's start was journaled while the key was away, in the index the garbage
+    # destroyed: it is lost, the signed index_rebuilt event says so, and its number is
+    # not given out again.
+    assert starts == [1, 3], starts
+    rebuilt = [json.loads(e.body or b"{}")["event"]["detail"] for e in entries(data)
+               if e.kind == "event" and json.loads(e.body or b"{}")["event"]["type"] == "index_rebuilt"]  # fmt: skip
+    assert (
+        rebuilt
+        and rebuilt[0]["salvage_error"]
+        and set(waiting) <= set(rebuilt[0]["unsigned_files"])
+    )
+    report = verify(data)
+    assert report["exit"] == 0, errors(report)
+
+
+def test_a_damaged_ledger_is_not_rebuilt_over(tmp_path: Path, daemon_factory: Any) -> None:
+    config = write_config(
+        tmp_path / "unit.toml", recorder={"autostart": True, "segment_seconds": 5}
+    )
+    data = tmp_path / "data"
+    unit: Daemon = daemon_factory(config, data).start()
+    unit.wait_for(lambda s: s["segments_sealed"] >= 1 and s["sealer"]["backlog"] == 0, 40, "signed")
+    assert unit.terminate() == 0, unit.output()
+    ledger = data / "evidence" / LEDGER_FILE
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    ledger.chmod(0o644)
+    ledger.write_bytes(b"".join([*lines[:1], b"{not an entry}\n", *lines[1:]]))
+    index_before = (data / "index.sqlite").read_bytes()
+    done = liuhen("index", "rebuild", "--data", str(data))
+    assert done.returncode == 65 and "line 2 is unreadable" in done.stderr, done.stderr
+    assert (data / "index.sqlite").read_bytes() == index_before
+    assert not list(data.glob("index.sqlite.damaged-*"))
