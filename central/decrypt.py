@@ -1,10 +1,14 @@
-"""`liuhen central decrypt FILE OUT --key AGENCY.key.pem`: open an encrypted segment.
+"""`liuhen central decrypt FILE OUT --key AGENCY.key.pem --trust CA.pem`: open an
+encrypted segment.
 
-Owns: decrypting one ``.mp4.enc`` file with the agency's private key and checking the
-result against the unit's signed ledger entry for it (found in the ledger beside the
-file, or in ``--evidence DIR``): the entry's signature and body, the ciphertext record
-by record, and the plaintext's SHA-256 the unit signed while recording. Must not: write a
-plaintext that failed any check under OUT's name (it is removed), or touch the original.
+Owns: decrypting one ``.mp4.enc`` file with the agency's private key and checking it
+against the unit's signed ledger entry (the ledger beside the file, or ``--evidence
+DIR``): the device certificate against the trust anchor, the entry's signature and
+body, the header's device and name against the entry's, the ciphertext record by
+record against the signed parts — in the same single read that decrypts, so the file
+cannot change between check and use — and the plaintext's SHA-256 the unit signed
+while recording. Must not: leave a plaintext that failed any check under OUT's name
+(nor readable by others while it is written), or touch the original.
 
 A segment recovered after a power cut has no final record and no signed plaintext hash
 (the unit could not read its own file back); its records still authenticate under the
@@ -17,18 +21,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import Any, BinaryIO
 
 from recorder.boxes import iter_boxes, whole_fragment_prefix
-from recorder.encryption import AgencyKey, EncryptionError, decrypt
+from recorder.encryption import AgencyKey, EncryptionError, RecordPartHasher, decrypt
 from signer.envelope import sha256_hex
-from signer.identity import load_chain_pem
-from signer.ledger import CERT_FILE, LEDGER_FILE, Entry
-from signer.verify import Report, compare_file, hash_file
+from signer.ledger import LEDGER_FILE, Entry
+from signer.verify import Report, UnreadableInput, compare_file, device_key
 
 EX_OK, EX_FAILED, EX_UNREADABLE = 0, 1, 2
 
@@ -45,21 +46,21 @@ class Outcome:
     plaintext_bytes: int
     plaintext_sha256: str
     cut_bytes: int  # plaintext after the last whole fragment of a recovered file
+    anchored: bool
+    notices: list[str] = field(default_factory=list)
 
 
-def find_entry(evidence: Path, name: str) -> tuple[Entry, dict[str, Any]]:
-    """The signed segment entry for ``name``, its signature checked against the
-    certificate beside the ledger (``liuhen verify --trust`` anchors that one)."""
+def find_entry(evidence: Path, name: str, trust: Path | None) -> tuple[Entry, dict[str, Any], bool]:
+    """The signed segment entry for ``name``: (entry, its segment body, anchored)."""
+    report = Report(str(evidence))
     try:
-        chain = load_chain_pem((evidence / CERT_FILE).read_bytes())
+        public, device = device_key(evidence, trust, report)
         lines = (evidence / LEDGER_FILE).read_bytes().splitlines(keepends=True)
-    except (OSError, ValueError) as exc:
-        raise DecryptFailed(
-            f"{evidence}: no readable {LEDGER_FILE} and {CERT_FILE} ({exc})"
-        ) from None
-    public = chain[0].public_key() if chain else None
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise DecryptFailed(f"{evidence / CERT_FILE}: not an EC device certificate")
+    except (UnreadableInput, OSError) as exc:
+        raise DecryptFailed(f"{evidence}: {exc}") from None
+    refused = [f.message for f in report.findings if f.severity == "error"]
+    if refused:
+        raise DecryptFailed(refused[0])
     for line in lines:
         try:
             entry = Entry.from_line(line)
@@ -69,11 +70,38 @@ def find_entry(evidence: Path, name: str) -> tuple[Entry, dict[str, Any]]:
             continue
         if not entry.envelope.verify(public) or sha256_hex(entry.body) != entry.header["body"]:
             raise DecryptFailed(f"entry {entry.seq} for {name} does not match its signature")
+        if device is not None and entry.header.get("device") != device:
+            raise DecryptFailed(f"entry {entry.seq} was made by another device than {device}")
         segment = entry.body_json()["segment"]
-        if not isinstance(segment.get("encryption"), dict):
+        if not isinstance(segment, dict) or not isinstance(segment.get("encryption"), dict):
             raise DecryptFailed(f"entry {entry.seq} says {name} was not encrypted")
-        return entry, segment
+        return entry, segment, report.anchored
     raise DecryptFailed(f"{evidence / LEDGER_FILE}: no segment entry for {name}")
+
+
+class _HashingReader:
+    """The source file, hashed part by part as the decryptor reads it (one read)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.hasher = RecordPartHasher(whole_file=False)
+        self.broken = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if not self.broken:
+            try:
+                self.hasher.update(data)
+            except EncryptionError:
+                self.broken = True  # compare_file names where it stops matching
+        return data
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 def _cut_at_whole_fragment(path: Path) -> int:
@@ -85,36 +113,58 @@ def _cut_at_whole_fragment(path: Path) -> int:
     return size - keep
 
 
-def decrypt_segment(source: Path, out: Path, key: AgencyKey, evidence: Path) -> Outcome:
-    entry, segment = find_entry(evidence, source.name)
+def _check_ciphertext(source: Path, segment: dict[str, Any], reader: _HashingReader,
+                      seq: int) -> None:  # fmt: skip
+    reader.drain()
     report = Report(str(source))
-    hasher = hash_file(source, lambda n: None, encrypted=True)
-    if not compare_file(source, segment, hasher, report, f"entry {entry.seq}"):
+    if not compare_file(source, segment, reader.hasher, report, f"entry {seq}"):
         raise DecryptFailed(
             f"{report.findings[0].message} (part 0 is the header, part k is record k - 1)"
         )
+
+
+def decrypt_segment(
+    source: Path, out: Path, key: AgencyKey, evidence: Path, trust: Path | None
+) -> Outcome:
+    entry, segment, anchored = find_entry(evidence, source.name, trust)
     tmp = out.with_name(f".{out.name}.partial")
+    notices: list[str] = []
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            result = decrypt(src, dst, key)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            reader = _HashingReader(src)
+            try:
+                result = decrypt(reader, dst, key)  # type: ignore[arg-type]
+            except EncryptionError:
+                _check_ciphertext(source, segment, reader, entry.seq)  # altered: say where
+                raise  # the signed ciphertext itself does not open: wrong key, or a fault
+            _check_ciphertext(source, segment, reader, entry.seq)
             dst.flush()
             os.fsync(dst.fileno())
-        plaintext = segment["encryption"].get("plaintext")
-        if result.final and segment["state"] == "recovered":
+        header = result.header
+        if header["device"] != entry.header.get("device") or header["segment"] != source.name:
             raise DecryptFailed(
-                f"entry {entry.seq} says recovered, but the file has its final record"
+                f"the file's header names {header['device']}/{header['segment']}, "
+                f"not the entry's {entry.header.get('device')}/{source.name}"
             )
-        if not result.final and segment["state"] != "recovered":
-            raise DecryptFailed(f"{source.name} ends without its final record: cut short")
-        if plaintext is not None and result.plaintext_sha256 != plaintext["sha256"]:
+        plaintext = segment["encryption"].get("plaintext")
+        if plaintext is not None and result.plaintext_sha256 != plaintext.get("sha256"):
             raise DecryptFailed(f"the plaintext's SHA-256 is not the one entry {entry.seq} signed")
+        recovered = segment.get("state") == "recovered"
+        if result.final == recovered:  # a power cut in sealing's or recovery's last step
+            notices.append(
+                f"entry {entry.seq} says {segment.get('state')}, the file "
+                + ("has its final record" if result.final else "ends without its final record")
+                + ": a power cut between its last write and its renaming; the ciphertext is the"
+                " one the unit signed"
+            )
         cut = 0 if result.final else _cut_at_whole_fragment(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return Outcome(entry.seq, result.records, result.final, result.plaintext_bytes,
-                   result.plaintext_sha256, cut)  # fmt: skip
+                   result.plaintext_sha256, cut, anchored, notices)  # fmt: skip
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -124,8 +174,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(__doc__ or "").split("\n\n")[0],
     )
     parser.add_argument("file", type=Path, metavar="FILE", help="a segment file NAME.mp4.enc")
-    parser.add_argument("out", type=Path, metavar="OUT", help="where to write the MP4")
+    parser.add_argument("out", type=Path, metavar="OUT", help="where to write the MP4 (mode 0600)")
     parser.add_argument("--key", type=Path, required=True, help="the agency private key (PEM)")
+    parser.add_argument("--trust", type=Path,
+                        help="PEM: the agency CA or the unit's enrolled certificate (without it "
+                             "the device.pem beside the ledger is taken on trust, and it says so)")  # fmt: skip
     parser.add_argument("--evidence", type=Path,
                         help="the directory with ledger.jsonl and device.pem (default: FILE's)")  # fmt: skip
     parser.set_defaults(func=run_decrypt)
@@ -146,7 +199,9 @@ def run_decrypt(args: argparse.Namespace) -> int:
         print(f"liuhen central decrypt: {exc}", file=sys.stderr)
         return EX_UNREADABLE
     try:
-        done = decrypt_segment(args.file, args.out, key, args.evidence or args.file.parent)
+        done = decrypt_segment(
+            args.file, args.out, key, args.evidence or args.file.parent, args.trust
+        )
     except (DecryptFailed, EncryptionError) as exc:
         print(f"liuhen central decrypt: {args.file.name}: {exc}", file=sys.stderr)
         return EX_FAILED
@@ -157,4 +212,9 @@ def run_decrypt(args: argparse.Namespace) -> int:
         print(f"plaintext sha256 {done.plaintext_sha256} (signed by the unit while recording)")
     elif done.cut_bytes:
         print(f"{done.cut_bytes} bytes after the last whole fragment were left out")
+    for notice in done.notices:
+        print(f"note: {notice}")
+    if not done.anchored:
+        print("WARNING: the device certificate beside the ledger was taken on trust; "
+              "give --trust with the agency CA to anchor it", file=sys.stderr)  # fmt: skip
     return EX_OK

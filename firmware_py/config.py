@@ -332,7 +332,7 @@ class EncryptionConfig(_Section):
     )
     recipient: str | None = Field(
         None,
-        description="The agency's public key (PEM: ML-KEM-768 and X25519, from `liuhen keys agency-key`). Required when encryption is on: a body unit without it refuses to start rather than write plaintext.",
+        description="Path of the agency's public key file (PEM: an ML-KEM-768 and an X25519 public key, from `liuhen keys agency-key`), read at start. Required when encryption is on: a body unit without it, or with a file that is not one, refuses to start (exit 78) rather than write plaintext.",
     )
 
 

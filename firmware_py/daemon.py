@@ -212,6 +212,8 @@ class Daemon:
             check_uplink(self.config)  # unreadable TLS files: a configuration error
         roster = load_roster(self.config)  # likewise: a bad roster is refused up front
         self._recipient = load_recipient(self.config)  # and an unreadable agency key
+        if self._recipient is not None:
+            keep_memory_private()
         lock_fd = self.data.prepare()
         try:
             return self._run(roster, install_signals)
@@ -593,6 +595,18 @@ def check_uplink(cfg: Config) -> None:
         tls_context(uplink_settings(cfg))
     except (UplinkError, ValueError, OSError) as exc:
         raise ConfigError(f"uplink: {exc}") from None
+
+
+def keep_memory_private() -> None:
+    """No core dump and no ptrace or /proc/PID/mem reading by other processes of the same
+    user: memory holds the open segment's data key (prctl PR_SET_DUMPABLE = 0)."""
+    import ctypes
+
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            log.warning("prctl(PR_SET_DUMPABLE, 0) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot mark the process non-dumpable: %s", exc)
 
 
 def load_recipient(cfg: Config) -> Recipient | None:

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +43,13 @@ from recorder.boxes import Part
 MAGIC = b"LIUHENC1"
 FORMAT_VERSION = 1
 MAX_HEADER = 64 << 10
-MAX_RECORD = (64 << 20) + 16  # a record is one fsync'ed flush: a fragment, not a file
+MAX_RECORD = (64 << 20) + 16  # what a reader accepts for one record (ciphertext + tag)
+MAX_RECORD_PLAINTEXT = 8 << 20  # what a writer puts in one (a pre-event burst is split)
+HEADER_KEYS = {"v", "kem", "kdf", "aead", "recipient", "device", "segment", "wrapped_key",
+               "nonce_prefix"}  # fmt: skip
+DATA_KEY_BYTES = 32
 INFO = b"liuhen segment v1"
+HEX64, HEX8 = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{8}")
 KEMS = {"MLKEM768-X25519": hpke.KEM.MLKEM768_X25519, "X25519": hpke.KEM.X25519}
 
 
@@ -99,6 +105,8 @@ def _key_pair(data: bytes, source: str, private: bool) -> tuple[Any, Any]:
                 f"{source}: a {type(key).__name__} is no agency key; expected ML-KEM-768 and "
                 f"X25519 {half} keys (make a pair with `liuhen keys agency-key DIR`)"
             )
+        if found[slot] is not None:
+            raise EncryptionError(f"{source}: two {type(key).__name__} keys in it; one of each")
         found[slot] = key
     if found[1] is None:
         hint = " (is it the public key?)" if private else ""
@@ -233,10 +241,14 @@ class RecordSealer:
         self._header_hash = hashlib.sha256(header_bytes).digest()
         self.records = 0
 
-    def seal(self, plaintext: bytes | bytearray, final: bool = False) -> bytes:
+    def seal(self, plaintext: bytes | bytearray | memoryview, final: bool = False) -> bytes:
         """One record's bytes on disk (length prefix and ciphertext with its tag)."""
         if self._aead is None:
             raise EncryptionError("the segment is finished; its key is gone")
+        if len(plaintext) > MAX_RECORD_PLAINTEXT:
+            raise EncryptionError(
+                f"{len(plaintext)} bytes in one record; split at {MAX_RECORD_PLAINTEXT}"
+            )
         index = self.records
         ct = self._aead.encrypt(
             _nonce(self._prefix, index), plaintext, _aad(self._header_hash, index, final)
@@ -263,13 +275,35 @@ def read_preamble(f: BinaryIO) -> tuple[dict[str, Any], bytes, int]:
         raise EncryptionError("the file ends inside its header")
     try:
         header = rfc8785_loads(header_bytes)
-    except ValueError as exc:
-        raise EncryptionError(f"the header is not JSON: {exc}") from None
-    if header.get("v") != FORMAT_VERSION or header.get("kem") not in KEMS:
-        raise EncryptionError(
-            f"unknown format version {header.get('v')!r} or KEM {header.get('kem')!r}"
-        )
+    except (ValueError, RecursionError) as exc:
+        raise EncryptionError(f"the header is not canonical JSON: {exc}") from None
+    check_header(header)
     return header, header_bytes, 12 + length
+
+
+def check_header(header: dict[str, Any]) -> None:
+    """Every field present, of its type and value range, and nothing else."""
+    if set(header) != HEADER_KEYS:
+        raise EncryptionError(f"header fields {sorted(header)}; expected {sorted(HEADER_KEYS)}")
+    if type(header["v"]) is not int or header["v"] != FORMAT_VERSION:
+        raise EncryptionError(f"unknown format version {header['v']!r}")
+    kem = header["kem"]
+    if not isinstance(kem, str) or kem not in KEMS:
+        raise EncryptionError(f"unknown KEM {kem!r}")
+    if header["kdf"] != "HKDF-SHA256" or header["aead"] != "AES-256-GCM":
+        raise EncryptionError(f"unknown KDF or AEAD {header['kdf']!r}, {header['aead']!r}")
+    for name, pattern in (("recipient", HEX64), ("nonce_prefix", HEX8)):
+        if not isinstance(header[name], str) or not pattern.fullmatch(header[name]):
+            raise EncryptionError(f"header {name} is not {pattern.pattern}")
+    for name in ("device", "segment"):
+        if not isinstance(header[name], str) or not header[name] or "\0" in header[name]:
+            raise EncryptionError(f"header {name} is not a name")
+    try:
+        wrapped = base64.b64decode(str(header["wrapped_key"]), validate=True)
+    except ValueError:
+        raise EncryptionError("header wrapped_key is not base64") from None
+    if len(wrapped) != KEMS[kem].enc_length() + DATA_KEY_BYTES + 16:
+        raise EncryptionError(f"header wrapped_key is {len(wrapped)} bytes, not a wrapped key")
 
 
 def rfc8785_loads(data: bytes) -> dict[str, Any]:
@@ -375,19 +409,24 @@ class Decrypted:
     header: dict[str, Any]
 
 
-def iter_records(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
-    """(index, offset, ciphertext) of each whole record after the preamble."""
+def iter_records(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None]]:
+    """(index, offset, ciphertext) of each whole record after the preamble; a torn
+    last record (a power cut) comes as ``None`` ciphertext."""
     index, offset = 0, f.tell()
     while True:
         length_bytes = f.read(4)
+        if not length_bytes:
+            return
         if len(length_bytes) < 4:
+            yield index, offset, None
             return
         (length,) = struct.unpack(">I", length_bytes)
         if not 16 <= length <= MAX_RECORD:
             raise EncryptionError(f"record {index} at byte {offset}: impossible length {length}")
         ct = f.read(length)
         if len(ct) < length:
-            return  # torn at a power cut: everything before it is whole
+            yield index, offset, None
+            return
         yield index, offset, ct
         index, offset = index + 1, offset + 4 + length
 
@@ -416,13 +455,19 @@ def decrypt(source: BinaryIO, out: BinaryIO, key: AgencyKey) -> Decrypted:
         raise EncryptionError(
             f"the wrapped data key does not open with this key ({exc!r})"
         ) from None
+    if len(data_key) != DATA_KEY_BYTES:
+        raise EncryptionError(
+            f"the wrapped data key is {len(data_key)} bytes, not {DATA_KEY_BYTES}"
+        )
     aead = AESGCM(data_key)
     del data_key
     header_hash = hashlib.sha256(header_bytes).digest()
     digest, total, final, records = hashlib.sha256(), 0, False, 0
     for index, offset, ct in iter_records(source):
         if final:
-            raise EncryptionError(f"record {index} at byte {offset} follows the final record")
+            raise EncryptionError(f"bytes at {offset}, after the final record: appended")
+        if ct is None:
+            break  # torn at a power cut: every record before it is whole
         for is_final in (False, True):
             try:
                 plain = aead.decrypt(_nonce(prefix, index), ct, _aad(header_hash, index, is_final))

@@ -25,7 +25,7 @@ import av
 from hw.clock import monotonic_us
 from hw.media import AudioFormat, EncodedPacket
 from recorder.boxes import Part, StreamingPartHasher
-from recorder.encryption import Recipient, RecordPartHasher, RecordSealer
+from recorder.encryption import MAX_RECORD_PLAINTEXT, Recipient, RecordPartHasher, RecordSealer
 
 _US = Fraction(1, 1_000_000)
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer+frag_discont"
@@ -100,17 +100,27 @@ class _EncryptingSink:
         self.plain.update(data)
         return len(data)
 
+    def _seal_pending(self, final: bool) -> None:
+        """The pending plaintext as records of at most MAX_RECORD_PLAINTEXT (a pre-event
+        burst can be far larger than one fragment); the last one marked if ``final``."""
+        size = len(self._pending)
+        starts = range(0, size, MAX_RECORD_PLAINTEXT) if size else range(1)
+        with memoryview(self._pending) as view:
+            for start in starts:
+                last = start + MAX_RECORD_PLAINTEXT >= size
+                with view[start : start + MAX_RECORD_PLAINTEXT] as chunk:
+                    self._disk.write(self._sealer.seal(chunk, final=final and last))
+        self._pending.clear()
+
     def sync(self) -> bool:
         if not self._pending:
             return False
-        self._disk.write(self._sealer.seal(self._pending))
-        self._pending.clear()
+        self._seal_pending(final=False)
         return self._disk.sync()
 
     def finish(self) -> None:
         """The last record, marked final: a file without it was cut short."""
-        self._disk.write(self._sealer.seal(self._pending, final=True))
-        self._pending.clear()
+        self._seal_pending(final=True)
         self._disk.sync()
 
     def encryption(self) -> dict[str, Any]:

@@ -244,7 +244,7 @@ class Recorder:
                 writer = self._writer
                 assert writer is not None
             writer.write(packet)
-        except (OSError, sqlite3.Error) as exc:  # the file or the index refused a write
+        except Exception as exc:  # the file or the index refused a write, or a bug: a fault
             self._write_failed(exc)
             return
         self._media_us = packet.end_us - self._origin_us
@@ -287,7 +287,7 @@ class Recorder:
                 if writer.last_sync_us is not None and self._status.state != "recording":
                     self._announce_recording(writer)
             writer.sync()
-        except (OSError, sqlite3.Error) as exc:
+        except Exception as exc:  # see _write_failed
             self._write_failed(exc)
             return
         self._media_us = packets[-1].end_us - self._origin_us
@@ -367,7 +367,7 @@ class Recorder:
         if self._writer is not None:
             try:
                 self._seal_current()
-            except (OSError, sqlite3.Error) as exc:
+            except Exception as exc:  # see _write_failed
                 self._write_failed(exc)
                 return
         if self._recording_id is not None:
@@ -387,10 +387,15 @@ class Recorder:
             state="ready", segment=None, recording_id=None, recording_since_us=None, media_us=None
         )
 
-    def _write_failed(self, exc: OSError | sqlite3.Error) -> None:
-        """The file system refused a write: keep every whole fragment, stop, say why."""
+    def _write_failed(self, exc: Exception) -> None:
+        """The file system refused a write: keep every whole fragment, stop, say why.
+        Anything else that breaks a write (a bug) takes the same path rather than killing
+        this thread, so the unit shows a fault instead of a stalled camera."""
         writer, self._writer = self._writer, None
-        log.error("writing evidence failed: %s", exc)
+        if isinstance(exc, OSError | sqlite3.Error):
+            log.error("writing evidence failed: %s", exc)
+        else:
+            log.exception("writing evidence failed on an unexpected error")
         recovered = None
         if writer is not None:
             writer.abandon()

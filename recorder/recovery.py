@@ -58,23 +58,31 @@ def read_encrypted_segment(path: Path, row: dict[str, Any] | None) -> WrittenSeg
     """Hashes of an encrypted segment, read without the key: its media and plaintext are
     unknown to the unit (``None``); the media start is the one journaled when it opened."""
     hasher = RecordPartHasher()
+    header: dict[str, Any] = {}
     with open(path, "rb") as f:
-        header, _, _ = read_preamble(f)
+        try:
+            header, _, _ = read_preamble(f)
+        except EncryptionError as exc:  # the entry still commits to every byte
+            log.error("%s: %s", path.name, exc)
         f.seek(0)
         while chunk := f.read(1 << 20):
-            hasher.update(chunk)
+            try:
+                hasher.update(chunk)
+            except EncryptionError as exc:
+                log.error("%s: %s", path.name, exc)
+                break
     start = (row or {}).get("media_start_us")
     return WrittenSegment(
         path=path,
-        size=hasher.position,
+        size=hasher.whole_end,  # framing broken: the entry covers the whole records only
         sha256=hasher.file_sha256.hexdigest(),
-        parts=hasher.finish(),
+        parts=list(hasher.parts),
         media_start_us=start,
         media_end_us=None,
         video_frames=None,
         audio_frames=None,
         encryption={
-            **{k: header[k] for k in ("kem", "kdf", "aead", "recipient")},
+            **{k: header.get(k) for k in ("kem", "kdf", "aead", "recipient")},
             "records": len(hasher.parts) - 1,
             "plaintext": None,
         },
@@ -135,11 +143,16 @@ def _whole_prefix(part: Path) -> tuple[int, bool]:
         hasher = RecordPartHasher(whole_file=False)
         with open(part, "rb") as f:
             try:
+                read_preamble(f)
+                f.seek(0)
                 while chunk := f.read(1 << 20):
                     hasher.update(chunk)
             except EncryptionError as exc:  # garbage, not a torn record: keep what framed
-                log.error("%s: %s; cutting after the last whole record", part.name, exc)
-        return hasher.whole_end, len(hasher.parts) > 1
+                log.error("%s: %s; keeping the whole records before it", part.name, exc)
+        if len(hasher.parts) == 0 or hasher.parts[0].length < 12:  # no usable header
+            return 0, False
+        # Record 0 is the init part alone (the first fsync): media needs one more record.
+        return hasher.whole_end, len(hasher.parts) > 2
     size = part.stat().st_size
     with open(part, "rb") as f:
         boxes = list(iter_boxes(f, size))

@@ -85,7 +85,7 @@ def _load_certs(path: Path) -> list[x509.Certificate]:
     return certs
 
 
-def _device_key(
+def device_key(
     evidence: Path, trust: Path | None, report: Report
 ) -> tuple[ec.EllipticCurvePublicKey, str | None]:
     """The public key entries must be signed with, and the device id its certificate names."""
@@ -233,7 +233,7 @@ def verify(path: Path, trust: Path | None = None, progress: Callable[[int], None
     """Check the evidence at ``path`` (a data dir, an evidence dir or an export)."""
     evidence = find_evidence_dir(path)
     report = Report(str(evidence))
-    public, cert_device = _device_key(evidence, trust, report)
+    public, cert_device = device_key(evidence, trust, report)
     my_keyid = key_id(public)
     files = {p.name: p for pattern in ("*.mp4", "*.mp4.enc") for p in evidence.glob(pattern)}
     on_total(sum(p.stat().st_size for p in files.values()))

@@ -31,16 +31,26 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hw.camera_sim import SimulatedCamera
+from hw.media import AudioFormat, EncodedPacket, VideoFormat
+from hw.microphone import tone_packets
+from recorder import fmp4
 from recorder.encryption import (
+    HEADER_KEYS,
     MAGIC,
+    MAX_RECORD_PLAINTEXT,
     AgencyKey,
     EncryptionError,
+    Recipient,
     RecordPartHasher,
     RecordSealer,
     decrypt,
     generate_agency_key,
     read_preamble,
 )
+from recorder.fmp4 import SegmentWriter
+from recorder.index import Index
+from recorder.recovery import recover
 from signer.ledger import LEDGER_FILE, Entry
 
 
@@ -114,7 +124,8 @@ def test_every_tamper_is_refused_and_named_by_record(agency: AgencyKey) -> None:
     other = sealed_file(agency, plains)  # same plaintext, another file: its own key
     o0, ol = record_spans(other)[3]
     refused(data[:o0] + other[o0 : o0 + ol] + data[o0 + ol :], "record 3 ")
-    refused(data + other[o0 : o0 + ol], "record 6 .* follows the final record|record 6 ")
+    refused(data + other[o0 : o0 + ol], "after the final record: appended")
+    refused(data + other[o0 : o0 + 7], "after the final record: appended")
     _, header_bytes, start = read_preamble(io.BytesIO(data))
     renamed = json.loads(header_bytes)
     renamed["segment"] = "unit-7_r00001_s0002.mp4.enc"
@@ -154,6 +165,123 @@ def test_random_and_mangled_bytes_never_crash_the_reader(
         except EncryptionError:
             continue
         assert (b"x" * 700 + b"y" * 900).startswith(plain)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(field=st.sampled_from([*sorted(HEADER_KEYS), "extra"]), value=json_values,
+       drop=st.booleans())  # fmt: skip
+def test_a_header_with_any_field_wrong_is_refused_cleanly(
+    field: str, value: Any, drop: bool, agency: AgencyKey
+) -> None:
+    """A file made by anyone holding the public key, with a header field of the wrong type
+    or value, missing, or extra: EncryptionError naming it, never a traceback."""
+    data = sealed_file(agency, [b"z" * 300])
+    _, header_bytes, start = read_preamble(io.BytesIO(data))
+    header = json.loads(header_bytes)
+    if drop and field in header:
+        del header[field]
+    else:
+        header[field] = value
+    new = bytes(rfc8785.dumps(header))
+    candidate = MAGIC + len(new).to_bytes(4, "big") + new + data[start:]
+    try:
+        plain, _ = open_file(agency, candidate)
+    except EncryptionError:
+        return
+    assert plain == b"z" * 300 and header_bytes == new  # only an unchanged header opens
+
+
+# --- the writer and recovery, on real H.264 + AAC --------------------------------------
+ORIGIN = 5_000_000_000
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[EncodedPacket]:
+    camera = SimulatedCamera(VideoFormat(320, 240, 30), bitrate=1_500_000)
+    packets = camera.packets(ORIGIN, 90) + [
+        p for p in tone_packets(16000, ORIGIN, 3.0) if p.pts_us >= ORIGIN
+    ]
+    return sorted(packets, key=lambda p: p.pts_us)
+
+
+def encrypted_writer(path: Path, clip: list[EncodedPacket], recipient: Recipient) -> SegmentWriter:
+    return SegmentWriter(path, clip[0], AudioFormat(16000, 1), ORIGIN, fragment_us=500_000,
+                         encrypt_for=recipient, device_id="unit-7")  # fmt: skip
+
+
+def test_a_pre_event_burst_is_split_into_bounded_records_and_decrypts_whole(
+    tmp_path: Path, clip: list[EncodedPacket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-event ring goes to disk in one flush; however long it is, no record may
+    exceed what a reader accepts (here the limit is made small, to test the splitting)."""
+    private, public = generate_agency_key()
+    limit = 8 << 10
+    monkeypatch.setattr(fmp4, "MAX_RECORD_PLAINTEXT", limit)
+    writer = encrypted_writer(tmp_path / "burst.mp4.enc", clip, Recipient.from_pem(public))
+    for packet in clip:
+        writer.write(packet, sync=False)  # the whole ring in one burst
+    writer.sync()
+    written = writer.seal()
+    lengths = [p.length for p in written.parts[1:]]
+    assert len(lengths) > 4 and max(lengths) <= 4 + limit + 16, lengths
+    out = tmp_path / "burst.mp4"
+    with open(written.path, "rb") as src, open(out, "wb") as dst:
+        result = decrypt(src, dst, AgencyKey.from_pem(private))
+    assert result.final and result.records == len(lengths)
+    assert written.encryption is not None
+    assert result.plaintext_sha256 == written.encryption["plaintext"]["sha256"]
+    assert decode_errors(out) == "" and stream_spans(out)["video"].frames == 90
+    sealer = RecordSealer(Recipient.from_pem(public), "unit-7", "x.mp4.enc")
+    with pytest.raises(EncryptionError, match="split at"):
+        sealer.seal(bytes(MAX_RECORD_PLAINTEXT + 1))  # the writer's own limit, unpatched
+
+
+def test_recovery_of_a_cut_encrypted_file_keeps_whole_records_and_sets_garbage_aside(
+    tmp_path: Path, clip: list[EncodedPacket]
+) -> None:
+    """A cut inside a record keeps the records before it; a header that does not parse
+    (a bit flipped on the card) keeps nothing playable but loses no byte: all go to torn/."""
+    private, public = generate_agency_key()
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    writer = encrypted_writer(evidence / "cut.mp4.enc", clip, Recipient.from_pem(public))
+    for packet in clip:
+        writer.write(packet)
+    writer.abandon()
+    cut = evidence / "cut.mp4.enc.part"
+    spans = record_spans(cut.read_bytes() + b"")  # whole records only: abandon wrote them all
+    with open(cut, "r+b") as f:  # a power cut in the middle of record 3
+        f.truncate(spans[3][0] + spans[3][1] // 2)
+    bad = evidence / "bad.mp4.enc.part"
+    mangled = bytearray(cut.read_bytes())
+    mangled[20] ^= 0x04  # inside the header's JSON
+    bad.write_bytes(mangled)
+    index = Index.open(tmp_path / "index.sqlite")
+    try:
+        results = {r.name: r for r in recover(evidence, index)}
+        assert results["cut.mp4.enc"].state == "recovered"
+        assert results["cut.mp4.enc"].kept_bytes == spans[3][0]
+        assert results["bad.mp4.enc"].state == "empty"
+        assert (evidence / "torn" / "bad.mp4.enc.tail").read_bytes() == bytes(mangled)
+        assert index.segment("cut.mp4.enc")["state"] == "recovered"  # type: ignore[index]
+    finally:
+        index.close()
+    out = tmp_path / "cut.mp4"
+    with open(evidence / "cut.mp4.enc", "rb") as src, open(out, "wb") as dst:
+        result = decrypt(src, dst, AgencyKey.from_pem(private))
+    assert result.records == 3 and not result.final
+    assert stream_spans(out)["video"].frames > 0
 
 
 # --- a unit recording encrypted, cut by a power cut, and the centre opening it ------------
@@ -227,8 +355,10 @@ def test_the_centre_decrypts_every_segment_to_the_signed_plaintext(
     previous_end: float | None = None
     for path in unit.segments():
         out = tmp_path / path.name.removesuffix(".enc")
-        done = liuhen("central", "decrypt", str(path), str(out), "--key", str(unit.agency_key))
-        assert done.returncode == 0, done.stderr
+        done = liuhen("central", "decrypt", str(path), str(out), "--key", str(unit.agency_key),
+                      "--trust", str(unit.data.parent / "device.pem"))  # fmt: skip
+        assert done.returncode == 0 and "WARNING" not in done.stderr, done.stderr
+        assert out.stat().st_mode & 0o077 == 0  # plaintext evidence: for its owner only
         seg = entries[path.name]
         assert ffprobe(out, "-count_frames", "-show_streams")["streams"][0]["nb_read_frames"] != "0"
         assert decode_errors(out) == ""
