@@ -190,6 +190,7 @@ def recover_part(part: Path, index: Index) -> Recovered:
         fsync_dir(part.parent)
         index.set_state(name, "empty")
         return Recovered(name, "empty", 0, torn, None)
+    index.set_state(name, "recovering")  # a cut after the rename still says "recovered"
     os.chmod(part, 0o444)
     os.rename(part, final)
     fsync_dir(final.parent)
@@ -204,12 +205,15 @@ def recover(evidence_dir: Path, index: Index) -> list[Recovered]:
     for part in sorted(evidence_dir.glob("*.part")):
         log.warning("recovering interrupted segment %s", part.name)
         results.append(recover_part(part, index))
-    for row in index.segments(state="open"):
+    for row in index.segments(state="open") + index.segments(state="recovering"):
         final = evidence_dir / row["name"]
-        if final.exists():  # crashed between rename and index update: it was sealed
+        if final.exists():  # crashed between rename and index update: sealing's or ours
+            state = "recovered" if row["state"] == "recovering" else "sealed"
+            tail = evidence_dir / "torn" / (row["name"] + ".tail")
+            torn = tail.stat().st_size if state == "recovered" and tail.exists() else 0
             written = _read_any(final, row)
-            index.close_segment(row["name"], written, "sealed", row.get("wall_end") or "")
-            results.append(Recovered(row["name"], "sealed", written.size, 0, written.media_end_us))
+            index.close_segment(row["name"], written, state, row.get("wall_end") or "")
+            results.append(Recovered(row["name"], state, written.size, torn, written.media_end_us))
         else:  # crashed before the file was created: nothing was ever written
             index.set_state(row["name"], "missing")
             results.append(Recovered(row["name"], "missing", 0, 0, None))

@@ -105,6 +105,31 @@ def _reference_file(factory: pytest.TempPathFactory) -> Path:
     return _REFERENCE["f"]
 
 
+def test_a_power_cut_in_recoverys_own_rename_still_says_recovered(
+    tmp_path: Path, clip: list[EncodedPacket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery renames the cut file, then updates the index; power failing between the
+    two must not turn the segment into a clean "sealed" one at the next start."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    data = (write_segment(tmp_path / "orig.mp4", clip).path).read_bytes()
+    (evidence / "unit_seg.mp4.part").write_bytes(data[: len(data) * 2 // 3])
+    index = Index.open(tmp_path / "index.sqlite")
+
+    def power_fails(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # stands in for the power cut right after the rename
+
+    monkeypatch.setattr(index, "close_segment", power_fails)
+    with pytest.raises(KeyboardInterrupt):
+        recover(evidence, index)
+    monkeypatch.undo()
+    assert (evidence / "unit_seg.mp4").exists() and index.segment("unit_seg.mp4")["state"] == "recovering"  # type: ignore[index]  # fmt: skip
+    [again] = recover(evidence, index)
+    assert again.state == "recovered" and again.torn_bytes > 0
+    assert index.segment("unit_seg.mp4")["state"] == "recovered"  # type: ignore[index]
+    index.close()
+
+
 def test_recovery_keeps_every_whole_fragment_and_sets_the_torn_tail_aside(
     tmp_path: Path, clip: list[EncodedPacket]
 ) -> None:
