@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from recorder.boxes import iter_boxes, whole_fragment_prefix
+from recorder.boxes import hash_parts, iter_boxes, whole_fragment_prefix
 from recorder.encryption import AgencyKey, EncryptionError, RecordPartHasher, decrypt
 from signer.envelope import sha256_hex
 from signer.ledger import LEDGER_FILE, Entry
@@ -48,6 +48,15 @@ class Outcome:
     cut_bytes: int  # plaintext after the last whole fragment of a recovered file
     anchored: bool
     notices: list[str] = field(default_factory=list)
+    c2pa: bool = False
+
+
+@dataclass(frozen=True)
+class Signing:
+    """The agency's C2PA signer: a P-256 key file and its CA-issued certificate chain."""
+
+    key: Path
+    chain: Path
 
 
 def find_entry(evidence: Path, name: str, trust: Path | None) -> tuple[Entry, dict[str, Any], bool]:
@@ -123,11 +132,48 @@ def _check_ciphertext(source: Path, segment: dict[str, Any], reader: _HashingRea
         )
 
 
+def embed_c2pa(plain: Path, out: Path, signing: Signing, entry: Entry,
+               segment: dict[str, Any]) -> None:  # fmt: skip
+    """``out``: ``plain`` with a C2PA manifest signed by the agency, citing the entry; its
+    media fragments must come out byte for byte those the unit signed."""
+    from signer.c2pa_embed import C2paEmbedError, embed_manifest
+    from signer.keys import KeyBackendError, KeySpec, open_backend
+    from signer.sealer import segment_claim
+
+    facts = {
+        "device": entry.header.get("device"), "recording": segment.get("recording"),
+        "segment": segment.get("seq"), "state": segment.get("state"),
+        "wall_start": segment.get("wall_start"), "wall_end": segment.get("wall_end"),
+        "ledger_entry": {"seq": entry.seq, "hash": entry.hash},
+        "ciphertext_sha256": segment.get("sha256"),
+        "decrypted_by": "liuhen central decrypt (agency key)",
+    }  # fmt: skip
+    try:
+        with open_backend(KeySpec(kind="software", path=str(signing.key))) as backend:
+            embed_manifest(plain, out, backend, signing.chain.read_text(),
+                           segment_claim(out.name, facts))  # fmt: skip
+    except (C2paEmbedError, KeyBackendError, OSError) as exc:
+        raise DecryptFailed(f"C2PA manifest not embedded: {exc}") from None
+    signed_parts = (segment["encryption"].get("plaintext") or {}).get("parts")
+    if signed_parts:
+        with open(out, "rb") as f:
+            size = out.stat().st_size
+            parts = hash_parts(f, list(iter_boxes(f, size)), size)
+        if [p.sha256 for p in parts[1:]] != [p[2] for p in signed_parts[1:]]:
+            out.unlink()
+            raise DecryptFailed("embedding C2PA changed the media fragments; nothing written")
+
+
 def decrypt_segment(
-    source: Path, out: Path, key: AgencyKey, evidence: Path, trust: Path | None
+    source: Path,
+    out: Path,
+    key: AgencyKey,
+    evidence: Path,
+    trust: Path | None,
+    signing: Signing | None = None,
 ) -> Outcome:
     entry, segment, anchored = find_entry(evidence, source.name, trust)
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # C2PA goes by the suffix
     notices: list[str] = []
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -159,12 +205,15 @@ def decrypt_segment(
                 " one the unit signed"
             )
         cut = 0 if result.final else _cut_at_whole_fragment(tmp)
-        os.replace(tmp, out)
-    except BaseException:
+        if signing is None:
+            os.replace(tmp, out)
+        else:
+            embed_c2pa(tmp, out, signing, entry, segment)
+            os.chmod(out, 0o600)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     return Outcome(entry.seq, result.records, result.final, result.plaintext_bytes,
-                   result.plaintext_sha256, cut, anchored, notices)  # fmt: skip
+                   result.plaintext_sha256, cut, anchored, notices, signing is not None)  # fmt: skip
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -179,6 +228,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--trust", type=Path,
                         help="PEM: the agency CA or the unit's enrolled certificate (without it "
                              "the device.pem beside the ledger is taken on trust, and it says so)")  # fmt: skip
+    parser.add_argument("--c2pa-key", type=Path, metavar="KEY.pem",
+                        help="embed a C2PA manifest signed with this P-256 key of the agency")  # fmt: skip
+    parser.add_argument("--c2pa-cert", type=Path, metavar="CHAIN.pem",
+                        help="its CA-issued certificate chain (with --c2pa-key)")  # fmt: skip
     parser.add_argument("--evidence", type=Path,
                         help="the directory with ledger.jsonl and device.pem (default: FILE's)")  # fmt: skip
     parser.set_defaults(func=run_decrypt)
@@ -188,6 +241,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_decrypt(args: argparse.Namespace) -> int:
     """0 decrypted and checked; 1 the file or its entry failed a check (OUT not written);
     2 unreadable input."""
+    os.umask(0o077)  # every file this command makes holds plaintext evidence
     if args.out.exists():
         print(f"liuhen central decrypt: {args.out} exists; choose a new name", file=sys.stderr)
         return EX_UNREADABLE
@@ -198,9 +252,13 @@ def run_decrypt(args: argparse.Namespace) -> int:
     except (EncryptionError, OSError) as exc:
         print(f"liuhen central decrypt: {exc}", file=sys.stderr)
         return EX_UNREADABLE
+    if (args.c2pa_key is None) != (args.c2pa_cert is None):
+        print("liuhen central decrypt: --c2pa-key and --c2pa-cert go together", file=sys.stderr)
+        return EX_UNREADABLE
+    signing = Signing(args.c2pa_key, args.c2pa_cert) if args.c2pa_key else None
     try:
         done = decrypt_segment(
-            args.file, args.out, key, args.evidence or args.file.parent, args.trust
+            args.file, args.out, key, args.evidence or args.file.parent, args.trust, signing
         )
     except (DecryptFailed, EncryptionError) as exc:
         print(f"liuhen central decrypt: {args.file.name}: {exc}", file=sys.stderr)
@@ -212,6 +270,9 @@ def run_decrypt(args: argparse.Namespace) -> int:
         print(f"plaintext sha256 {done.plaintext_sha256} (signed by the unit while recording)")
     elif done.cut_bytes:
         print(f"{done.cut_bytes} bytes after the last whole fragment were left out")
+    if done.c2pa:
+        print("C2PA manifest embedded, signed by the agency and citing the entry; the media "
+              "fragments are byte for byte those the unit signed")  # fmt: skip
     for notice in done.notices:
         print(f"note: {notice}")
     if not done.anchored:

@@ -76,6 +76,16 @@ def segment_body(row: dict[str, Any], context: dict[str, Any] | None = None) -> 
     }
 
 
+def segment_claim(title: str, segment: dict[str, Any]) -> dict[str, Any]:
+    """The C2PA manifest definition for one segment: its liuhen facts as one assertion
+    (the unit's, at sealing; or the centre's, on decrypting an encrypted segment)."""
+    return {
+        "claim_generator_info": [{"name": "liuhen", "version": version("liuhen")}],
+        "title": title,
+        "assertions": [{"label": "org.liuhen.segment", "data": segment}],
+    }
+
+
 class Sealer:
     def __init__(
         self,
@@ -333,23 +343,17 @@ class Sealer:
             return row
         new = path.with_name(f".{path.name}.c2pa")
         new.unlink(missing_ok=True)
-        claim = {
-            "claim_generator_info": [{"name": "liuhen", "version": version("liuhen")}],
-            "title": row["name"],
-            "assertions": [
-                {
-                    "label": "org.liuhen.segment",
-                    "data": {
-                        "device": self.device_id,
-                        "recording": row["recording_id"],
-                        "segment": row["seq"],
-                        "state": row["state"],
-                        "wall_start": row["wall_start"],
-                        "wall_end": row["wall_end"],
-                    },
-                }
-            ],
-        }
+        claim = segment_claim(
+            row["name"],
+            {
+                "device": self.device_id,
+                "recording": row["recording_id"],
+                "segment": row["seq"],
+                "state": row["state"],
+                "wall_start": row["wall_start"],
+                "wall_end": row["wall_end"],
+            },
+        )
         try:
             embed_manifest(path, new, ledger.backend, self._chain_pem, claim)
         except C2paEmbedError as exc:

@@ -51,6 +51,9 @@ from recorder.encryption import (
 from recorder.fmp4 import SegmentWriter
 from recorder.index import Index
 from recorder.recovery import recover
+from signer.c2pa_embed import read_validation
+from signer.identity import chain_pem, issue_device_cert, make_dev_ca
+from signer.keys import KeySpec, init_key
 from signer.ledger import LEDGER_FILE, Entry
 
 
@@ -376,6 +379,32 @@ def test_the_centre_decrypts_every_segment_to_the_signed_plaintext(
         previous_end = spans["video"].end
 
 
+def test_the_centre_can_embed_its_own_c2pa_manifest_on_decrypting(
+    unit: Unit, tmp_path: Path
+) -> None:
+    """The unit cannot put C2PA into a file it cannot read; the centre signs one into the
+    plaintext, citing the entry, and the media fragments stay those the unit signed."""
+    ca = make_dev_ca(tmp_path / "agency-ca")
+    with init_key(KeySpec(kind="software", path=str(tmp_path / "agency-sign.key"))) as backend:
+        cert = issue_device_cert(backend, "agency-centre", ca.directory)
+    chain = tmp_path / "agency-sign.pem"
+    chain.write_text(chain_pem(cert, ca.intermediate_cert))
+    entries = unit.entries()
+    sealed = next(p for p in unit.segments() if entries[p.name]["state"] == "sealed")
+    out = tmp_path / "signed.mp4"
+    done = liuhen("central", "decrypt", str(sealed), str(out), "--key", str(unit.agency_key),
+                  "--trust", str(unit.data.parent / "device.pem"),
+                  "--c2pa-key", str(tmp_path / "agency-sign.key"), "--c2pa-cert", str(chain))  # fmt: skip
+    assert done.returncode == 0 and "C2PA manifest embedded" in done.stdout, done.stderr
+    assert read_validation(out, ca.root_pem) == "Trusted"
+    manifest_facts = json.dumps(entries[sealed.name]["sha256"])
+    assert manifest_facts.strip('"').encode() in out.read_bytes()  # the entry is cited
+    assert decode_errors(out) == ""
+    lone = liuhen("central", "decrypt", str(sealed), str(tmp_path / "x.mp4"), "--key",
+                  str(unit.agency_key), "--c2pa-key", str(tmp_path / "agency-sign.key"))  # fmt: skip
+    assert lone.returncode == 2 and "go together" in lone.stderr
+
+
 def data_keys(unit: Unit) -> list[bytes]:
     """Each segment's data key, unwrapped with the agency key (as only the centre can)."""
     from cryptography.hazmat.primitives import hpke
@@ -426,7 +455,7 @@ def test_a_flipped_ciphertext_byte_is_named_by_verify_and_refused_by_decrypt(
     refused = liuhen("central", "decrypt", str(victim), str(out), "--key", str(unit.agency_key))
     assert refused.returncode == 1 and "part 4 " in refused.stderr, refused.stderr
     assert "record k - 1" in refused.stderr and not out.exists()
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def without_encryption_section(config: Path) -> Path:
