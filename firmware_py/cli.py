@@ -42,8 +42,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from firmware_py.daemon import load_recipient
+
     config = load(args.config)
     print(f"{args.config}: valid configuration for unit {config.unit.device_id}")
+    if config.encrypts():
+        try:
+            recipient = load_recipient(config)
+        except ConfigError as exc:  # files are read at start; say now what will fail
+            print(f"liuhen config check: note: {exc}", file=sys.stderr)
+        else:
+            assert recipient is not None
+            print(f"segments are encrypted at rest for agency key {recipient.id[:16]}… "
+                  f"({recipient.kem})")  # fmt: skip
     return 0
 
 
