@@ -123,7 +123,7 @@ class StreamingPartHasher:
         self._box_left = 0  # bytes of the current box body still to come
         self._header = b""
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         if self._whole:
             self.file_sha256.update(view)

@@ -241,7 +241,7 @@ class RecordSealer:
         self._header_hash = hashlib.sha256(header_bytes).digest()
         self.records = 0
 
-    def seal(self, plaintext: bytes | bytearray | memoryview, final: bool = False) -> bytes:
+    def seal(self, plaintext: bytes | bytearray | memoryview, final: bool = False) -> bytearray:
         """One record's bytes on disk (length prefix and ciphertext with its tag)."""
         if self._aead is None:
             raise EncryptionError("the segment is finished; its key is gone")
@@ -250,13 +250,19 @@ class RecordSealer:
                 f"{len(plaintext)} bytes in one record; split at {MAX_RECORD_PLAINTEXT}"
             )
         index = self.records
-        ct = self._aead.encrypt(
-            _nonce(self._prefix, index), plaintext, _aad(self._header_hash, index, final)
-        )
+        record = bytearray(4 + len(plaintext) + 16)  # one buffer: length, ciphertext, tag
+        struct.pack_into(">I", record, 0, len(plaintext) + 16)
+        with memoryview(record) as view:
+            self._aead.encrypt_into(
+                _nonce(self._prefix, index),
+                plaintext,
+                _aad(self._header_hash, index, final),
+                view[4:],
+            )
         self.records += 1
         if final:
             self._aead = None
-        return struct.pack(">I", len(ct)) + ct
+        return record
 
     def forget(self) -> None:
         self._aead = None
@@ -335,7 +341,7 @@ class RecordPartHasher:
         self._preamble_done = False
         self._part = hashlib.sha256()
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         if self._whole:
             self.file_sha256.update(view)

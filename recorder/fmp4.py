@@ -58,7 +58,7 @@ class _DurableSink:
         self.hasher = hasher or StreamingPartHasher()
         self.unsynced = 0
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
         total = len(view)
         while view:
@@ -95,7 +95,7 @@ class _EncryptingSink:
         self._disk.write(self._sealer.preamble)
         self._disk.sync()
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self._pending += data
         self.plain.update(data)
         return len(data)
