@@ -154,14 +154,16 @@ def embed_c2pa(plain: Path, out: Path, signing: Signing, entry: Entry,
                            segment_claim(out.name, facts))  # fmt: skip
     except (C2paEmbedError, KeyBackendError, OSError) as exc:
         raise DecryptFailed(f"C2PA manifest not embedded: {exc}") from None
-    signed_parts = (segment["encryption"].get("plaintext") or {}).get("parts")
-    if signed_parts:
-        with open(out, "rb") as f:
-            size = out.stat().st_size
-            parts = hash_parts(f, list(iter_boxes(f, size)), size)
-        if [p.sha256 for p in parts[1:]] != [p[2] for p in signed_parts[1:]]:
-            out.unlink()
-            raise DecryptFailed("embedding C2PA changed the media fragments; nothing written")
+    if _fragments(out) != _fragments(plain):  # checked against the entry already
+        out.unlink()
+        raise DecryptFailed("embedding C2PA changed the media fragments; nothing written")
+
+
+def _fragments(path: Path) -> list[str]:
+    """SHA-256 of each fragment (every part but the init part, which C2PA rewrites)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        return [p.sha256 for p in hash_parts(f, list(iter_boxes(f, size)), size)[1:]]
 
 
 def decrypt_segment(
@@ -177,6 +179,10 @@ def decrypt_segment(
     notices: list[str] = []
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise DecryptFailed(f"{tmp} exists: another decrypt is writing {out.name}, or one "
+                            "was interrupted (remove it)") from None  # fmt: skip
+    try:
         with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
             reader = _HashingReader(src)
             try:
@@ -206,7 +212,7 @@ def decrypt_segment(
             )
         cut = 0 if result.final else _cut_at_whole_fragment(tmp)
         if signing is None:
-            os.replace(tmp, out)
+            os.link(tmp, out)  # never over a file that appeared meanwhile
         else:
             embed_c2pa(tmp, out, signing, entry, segment)
             os.chmod(out, 0o600)
@@ -240,7 +246,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_decrypt(args: argparse.Namespace) -> int:
     """0 decrypted and checked; 1 the file or its entry failed a check (OUT not written);
-    2 unreadable input."""
+    2 unreadable input or OUT cannot be written."""
     os.umask(0o077)  # every file this command makes holds plaintext evidence
     if args.out.exists():
         print(f"liuhen central decrypt: {args.out} exists; choose a new name", file=sys.stderr)
@@ -263,6 +269,9 @@ def run_decrypt(args: argparse.Namespace) -> int:
     except (DecryptFailed, EncryptionError) as exc:
         print(f"liuhen central decrypt: {args.file.name}: {exc}", file=sys.stderr)
         return EX_FAILED
+    except OSError as exc:  # OUT's directory missing, a full disk: nothing was written
+        print(f"liuhen central decrypt: {exc}", file=sys.stderr)
+        return EX_UNREADABLE
     state = "whole" if done.final else "recovered after a power cut"
     print(f"{args.out}: {done.plaintext_bytes - done.cut_bytes} bytes of MP4 from {done.records} "
           f"records, {state}; matches entry {done.entry_seq}")  # fmt: skip

@@ -202,8 +202,8 @@ class Central:
                 "storage_free_bytes": s.get("storage_free_bytes"),
                 "storage_total_bytes": s.get("storage_total_bytes"),
                 "clock_synced": s.get("clock_synced"),
-                "faults": s.get("faults"),
-                "encrypting": s.get("encrypting"),
+                "faults": _strings(s.get("faults")),  # a unit's payload is not trusted
+                "encrypting": s.get("encrypting") if isinstance(s.get("encrypting"), bool) else None,
                 "backlog": s.get("backlog"),
                 "entries": view.entries,
                 "last_seq": view.last_seq,
@@ -257,6 +257,10 @@ def _segment_view(row: Row) -> dict[str, Any]:
         "media": (f"/media/{row['sha256']}.mp4"
                   if upload == "stored" and not row["name"].endswith(".enc") else None),
     }  # fmt: skip
+
+
+def _strings(value: Any) -> list[str] | None:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else None
 
 
 def _timeline_item(row: Row) -> dict[str, Any]:

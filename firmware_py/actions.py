@@ -69,6 +69,7 @@ class UnitActions:
         # refused for storage, or cut short by a full disk. Resumed when room returns;
         # forgotten when anyone stops or starts recording.
         self.owed: str | None = None
+        self._stopped_by_person = False
 
     def position(self) -> dict[str, Any] | None:
         """Where in the recorded media this moment falls, if recording."""
@@ -88,12 +89,14 @@ class UnitActions:
                 self.owed = source.removeprefix("resume:")
             return {"ok": False, "error": f"recording not started: {why}"}
         self.owed = None
+        self._stopped_by_person = False
         self.recorder.start(source)
         self.feedback.buzz("start")
         return {"ok": True}
 
     def record_stop(self, source: str) -> Reply:
         self.owed = None
+        self._stopped_by_person = True  # until the next start: a storage stop owes nothing
         if self.recorder.status().state != "recording":
             return {"ok": True, "note": "not recording"}
         self.recorder.stop(source)
@@ -101,14 +104,22 @@ class UnitActions:
         return {"ok": True}
 
     def stop_for_storage(self) -> Reply:
-        """The disk is full: stop, and owe the recording until there is room again."""
+        """The disk is full: stop, and owe the recording until there is room again —
+        unless a person asked for a stop since it started (their stop may still be on its
+        way through the recorder's queue)."""
+        person_stopped = self._stopped_by_person
         reply = self.record_stop("storage-full")
-        self.owed = "storage-full"
+        self._stopped_by_person = person_stopped
+        if not person_stopped:
+            self.owed = "storage-full"
         return reply
 
     def resume_owed(self) -> Reply | None:
-        """Start the owed recording (the caller has seen room come back)."""
+        """Start the owed recording (the caller has seen room come back). Nothing is
+        journaled or flashed while it still cannot start: this is asked every tick."""
         if self.owed is None or self.recorder.status().state != "ready":
+            return None
+        if self.cannot_record() is not None:
             return None
         log.info("room on the disk again: resuming the recording stopped by %s", self.owed)
         return self.record_start(f"resume:{self.owed}")

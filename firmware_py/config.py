@@ -236,8 +236,18 @@ class StorageConfig(_Section):
     stop_free_mb: int = Field(
         256,
         ge=16,
-        description="Below this the unit stops recording cleanly rather than fill the disk; nothing is overwritten.",
+        description="Below this the unit stops recording cleanly rather than fill the disk; nothing is overwritten. Must be below `low_free_mb`: a recording the full disk stopped resumes only above `low_free_mb`.",
     )
+
+    @model_validator(mode="after")
+    def _warn_before_stopping(self) -> StorageConfig:
+        if self.low_free_mb <= self.stop_free_mb:
+            raise ValueError(
+                f"low_free_mb ({self.low_free_mb}) must be above stop_free_mb "
+                f"({self.stop_free_mb}): the warning comes first, and the gap between them "
+                "keeps a resumed recording from stopping again at once"
+            )
+        return self
 
 
 class OsdConfig(_Section):

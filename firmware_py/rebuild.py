@@ -1,18 +1,20 @@
 """`liuhen index rebuild --data DIR`: a damaged index made anew from the evidence.
 
-Owns: setting a damaged ``index.sqlite`` aside (renamed, never deleted) and building a
-new one from what is the truth — ``ledger.jsonl`` and the segment files beside it — so
-the unit can start again and continue its chain: recording numbers go on from the
-highest the ledger names, every journaled event keeps its id (entries refer to it), and
-no segment is signed twice. Segment files the ledger does not name yet (sealed, not yet
-signed when the index broke) are indexed and journaled, so the sealer signs them.
-Must not: change the ledger or any evidence file, or run beside a running daemon (the
-data directory's lock is taken).
+Owns: building a new ``index.sqlite`` from what is the truth — ``ledger.jsonl`` and the
+segment files beside it — so the unit can start again and continue its chain:
+recording numbers go on from the highest any file or entry names, every journaled
+event keeps its id (entries refer to it), and no segment is signed twice. Segment files
+the ledger does not name yet (sealed, not yet signed when the index broke) are indexed
+and journaled, so the sealer signs them. The new index is built beside the old one and
+only then swapped in; the damaged one is renamed, never deleted, under a name no
+later rebuild can reuse. Must not: change the ledger or any evidence file, run beside a
+running daemon (the data directory's lock is taken), or build over a ledger that is
+not this unit's own, whole chain (an export, a gap, another device).
 
 Events journaled in the damaged index but not yet in the ledger (a mark pressed seconds
-before the damage, a recording's start while the key was away) are salvaged from the
-file set aside when SQLite can still read it, and journaled again; otherwise they are
-lost, and the signed ``index_rebuilt`` event says so.
+before the damage, a recording's start while the key was away) are salvaged from it
+when SQLite can still read it, and journaled again; otherwise they are lost, and the
+signed ``index_rebuilt`` event says so.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from typing import Any
 
 from firmware_py.daemon import DataDir
 from hw.clock import ClockReading, utc_iso
-from recorder.fmp4 import fsync_dir
+from recorder.fmp4 import WrittenSegment, fsync_dir
 from recorder.index import Index
 from recorder.recovery import read_encrypted_segment, read_segment
 from signer.ledger import LEDGER_FILE, Entry, iter_lines
 
-SEGMENT_NAME = re.compile(r"_r(\d{5})_s(\d{4})\.mp4(\.enc)?$")
+SEGMENT_FILE = re.compile(r"_r(\d{5})_s(\d{4})\.mp4(\.enc)?$")
+SEGMENT_NUMBERS = re.compile(r"_r(\d{5})_s(\d{4})\.mp4")  # also .part, torn/*.tail
+SQLITE_FILES = ("", "-wal", "-shm")
 
 
 class RebuildError(RuntimeError):
@@ -57,41 +61,75 @@ class Rebuilt:
         return {**asdict(self), "set_aside": self.set_aside.name if self.set_aside else None}
 
 
-def set_aside(index: Path) -> Path | None:
-    """Rename the index and its WAL/SHM files to ``index.sqlite.damaged-<UTC time>``."""
-    if not index.exists():
-        return None
-    target = index.with_name(
-        f"{index.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    )
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{index}{suffix}")
-        if source.exists():
-            os.replace(source, Path(f"{target}{suffix}"))
-    fsync_dir(index.parent)
-    return target
-
-
+# --- reading what is there ---------------------------------------------------------------
 def read_ledger(path: Path) -> tuple[list[tuple[int, Entry, str]], bool]:
-    """(offset, entry, line) of each whole entry, and whether a torn last line follows
-    (a power cut; the sealer sets it aside when it opens the ledger)."""
+    """(offset, entry, line) of each whole entry, and whether a torn last line follows.
+    A last line without its newline is torn even if it parses: the sealer sets it aside
+    when it opens the ledger, and its sequence number is given to the next entry."""
+    if not path.is_file():
+        return [], False
     entries: list[tuple[int, Entry, str]] = []
     with open(path, "rb") as f:
         lines = list(iter_lines(f))
-    for number, (offset, line) in enumerate(lines, start=1):
+    torn = bool(lines) and not lines[-1][1].endswith(b"\n")
+    for number, (offset, line) in enumerate(lines[:-1] if torn else lines, start=1):
         try:
             entry = Entry.from_line(line)
         except ValueError as exc:
-            if number == len(lines) and not line.endswith(b"\n"):
-                return entries, True
             raise RebuildError(
                 f"{path} line {number} is unreadable ({exc}); the ledger itself is damaged: "
                 "`liuhen verify` names the damage, and the index is not rebuilt over it"
             ) from None
         entries.append((offset, entry, line.decode().rstrip("\n")))
-    return entries, False
+    check_chain(path, [e for _, e, _ in entries])
+    return entries, torn
 
 
+def check_chain(path: Path, entries: list[Entry]) -> None:
+    """One device, every body present, sequence numbers 0, 1, 2, … with no gap."""
+    devices = {e.header.get("device") for e in entries}
+    if len(devices) > 1:
+        raise RebuildError(f"{path} holds entries of several devices ({sorted(map(str, devices))})")
+    for expected, entry in enumerate(entries):
+        if entry.body is None:
+            raise RebuildError(f"{path}: entry {entry.seq} has its body withheld: an export, "
+                               "not a unit's own ledger")  # fmt: skip
+        if entry.seq != expected:
+            raise RebuildError(f"{path}: entry {entry.seq} where {expected} belongs; the chain "
+                               "is broken (`liuhen verify` names how)")  # fmt: skip
+
+
+@dataclass
+class DamagedIndex:
+    """What SQLite can still read of the index being replaced (best effort)."""
+
+    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: list[tuple[Any, ...]] = field(default_factory=list)  # kind, mono_us, at, detail
+    error: str | None = None
+
+    @classmethod
+    def read(cls, path: Path, after_ref: int) -> DamagedIndex:
+        found = cls()
+        if not path.exists():
+            return found
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn.row_factory = sqlite3.Row
+            try:
+                found.segments = {
+                    r["name"]: dict(r) for r in conn.execute("SELECT * FROM segments")
+                }
+                found.pending = [tuple(r) for r in conn.execute(
+                    "SELECT kind, mono_us, at, detail FROM events WHERE ledger_seq IS NULL "
+                    "AND kind != 'segment_sealed' AND id > ? ORDER BY id", [after_ref])]  # fmt: skip
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            found.error = str(exc)
+        return found
+
+
+# --- writing the new index ---------------------------------------------------------------
 def _segment_row(seg: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": seg["name"], "recording_id": seg.get("recording"), "seq": seg.get("seq"),
@@ -107,24 +145,22 @@ def _segment_row(seg: dict[str, Any]) -> dict[str, Any]:
 
 def _index_entry(index: Index, entry: Entry, offset: int, line: str, report: Rebuilt,
                  recordings: dict[int, dict[str, Any]]) -> None:  # fmt: skip
-    body = entry.body_json() if entry.body is not None else {}
+    body = entry.body_json()
     event_row: dict[str, Any] | None = None
     if entry.kind == "segment" and isinstance(body.get("segment"), dict):
         seg = body["segment"]
         index.db.table("segments").insert(_segment_row(seg))
         report.segments += 1
         if isinstance(seg.get("recording"), int):
-            recordings.setdefault(
-                seg["recording"], {"trigger": None, "started_at": seg.get("wall_start")}
-            )
+            recordings.setdefault(seg["recording"], {"started_at": seg.get("wall_start")})
         event_row = {"kind": "segment_sealed", "mono_us": None, "at": seg.get("wall_end"),
                      "detail": json.dumps({"name": seg["name"]})}  # fmt: skip
     elif entry.kind == "event" and isinstance(body.get("event"), dict):
         event = body["event"]
-        detail = event.get("detail") or {}
+        detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
         event_row = {"kind": event.get("type"), "mono_us": event.get("mono_us"),
                      "at": event.get("at"), "detail": json.dumps(detail)}  # fmt: skip
-        recording = detail.get("recording_id") if isinstance(detail, dict) else None
+        recording = detail.get("recording_id")
         if isinstance(recording, int) and event.get("type") == "recording_started":
             recordings[recording] = {
                 "trigger": detail.get("trigger"),
@@ -143,21 +179,30 @@ def _index_entry(index: Index, entry: Entry, offset: int, line: str, report: Reb
     report.entries += 1
 
 
-def _index_unsigned_files(index: Index, evidence: Path, report: Rebuilt) -> None:
-    """Segment files no entry names: sealed, not yet signed. Journal them for the sealer."""
+def _read_file(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
+    if path.name.endswith(".enc"):
+        return read_encrypted_segment(path, row)
+    written = read_segment(path)  # media unknown (None) if libavformat cannot read it
+    if written.media_start_us is None and row:
+        written.media_start_us = row.get("media_start_us")
+    return written
+
+
+def _index_unsigned_files(index: Index, evidence: Path, old: DamagedIndex, report: Rebuilt) -> None:
+    """Segment files no entry names: sealed, not yet signed. Journal them for the sealer,
+    with what the damaged index still says of them (state, times)."""
     known = {row["name"] for row in index.segments()}
     for path in sorted(evidence.iterdir()):
-        numbers = SEGMENT_NAME.search(path.name)
-        if numbers is None or path.name in known:
+        numbers = SEGMENT_FILE.search(path.name)
+        if numbers is None or path.name in known or not path.is_file():
             continue
-        encrypted = numbers.group(3) is not None
-        written = read_encrypted_segment(path, None) if encrypted else read_segment(path)
-        recording = int(numbers.group(1))
-        index.db.table("recordings").insert(
-            {"id": recording, "stop_reason": "interrupted"}, ignore=True
-        )  # its number is taken, even if its start was never signed
-        index.add_open_segment(name=path.name, recording_id=recording, seq=int(numbers.group(2)))
-        index.close_segment(path.name, written, "sealed", "")
+        row = old.segments.get(path.name)
+        written = _read_file(path, row)
+        state = row["state"] if row and row.get("state") in ("sealed", "recovered") else "sealed"
+        index.add_open_segment(name=path.name, recording_id=int(numbers.group(1)),
+                               seq=int(numbers.group(2)),
+                               wall_start=(row or {}).get("wall_start"))  # fmt: skip
+        index.close_segment(path.name, written, state, (row or {}).get("wall_end") or "")
         report.unsigned_files.append(path.name)
     if report.unsigned_files:
         clock = ClockReading.now()
@@ -166,37 +211,44 @@ def _index_unsigned_files(index: Index, evidence: Path, report: Rebuilt) -> None
         )
 
 
-def salvage_unsigned_events(damaged: Path, index: Index, report: Rebuilt) -> None:
-    """Events the damaged index journaled but the ledger never got, if SQLite can still
-    read them: journaled again (new ids), so they are signed after all."""
-    try:
-        conn = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(
-                "SELECT kind, mono_us, at, detail FROM events WHERE ledger_seq IS NULL "
-                "AND kind != 'segment_sealed' ORDER BY id"
-            ).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        report.salvage_error = str(exc)
-        return
-    for kind, mono_us, at, detail in rows:
-        index.add_event(kind, mono_us, at, json.loads(detail))
-        report.salvaged_events += 1
+def _reserve_recording_numbers(index: Index, evidence: Path, old: DamagedIndex) -> None:
+    """Every recording number a file, a torn tail or the damaged index names stays taken,
+    even where its start was never signed: the next recording gets a new one."""
+    numbers = {
+        int(m.group(1)) for p in evidence.rglob("*") if (m := SEGMENT_NUMBERS.search(p.name))
+    }
+    numbers |= {r["recording_id"] for r in old.segments.values() if isinstance(r.get("recording_id"), int)}  # fmt: skip
+    for number in sorted(numbers):
+        index.db.table("recordings").insert({"id": number, "stop_reason": "interrupted"}, ignore=True)  # fmt: skip
+
+
+def _unique_aside(index: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        target = index.with_name(f"{index.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
+        if not any(Path(f"{target}{s}").exists() for s in SQLITE_FILES):
+            return target
+    raise RebuildError(f"{index.parent}: too many set-aside indexes named {stamp}")
+
+
+def _move(source: Path, target: Path) -> None:
+    for suffix in SQLITE_FILES:
+        if Path(f"{source}{suffix}").exists():
+            os.replace(f"{source}{suffix}", f"{target}{suffix}")
 
 
 def rebuild(data: DataDir) -> Rebuilt:
-    """Set the damaged index aside and build a new one from the ledger and the files."""
-    ledger = data.evidence / LEDGER_FILE
-    if not ledger.is_file():
-        raise RebuildError(f"{ledger}: no ledger to rebuild from")
-    entries, torn = read_ledger(ledger)  # before touching anything: a bad ledger stops here
+    """Build a new index from the ledger and the files, then swap it in for the old one."""
+    entries, torn = read_ledger(data.evidence / LEDGER_FILE)  # a bad ledger stops here
     lock = data.prepare()  # DataDirError if the daemon holds the data directory
     try:
         report = Rebuilt(torn_tail=torn)
-        report.set_aside = set_aside(data.index)
-        index = Index.open(data.index)
+        max_ref = max((e.ref for _, e, _ in entries if e.ref is not None), default=0)
+        old = DamagedIndex.read(data.index, max_ref)
+        building = data.root / "index.sqlite.rebuilding"
+        for suffix in SQLITE_FILES:  # an interrupted rebuild's leftovers: ours, not evidence
+            Path(f"{building}{suffix}").unlink(missing_ok=True)
+        index = Index.open(building)
         try:
             recordings: dict[int, dict[str, Any]] = {}
             for offset, entry, line in entries:
@@ -205,14 +257,30 @@ def rebuild(data: DataDir) -> Rebuilt:
                 stopped = {"stop_reason": "interrupted"} if "stop_reason" not in rec else {}
                 index.db.table("recordings").insert({"id": rid, **rec, **stopped}, replace=True)
             report.recordings = len(recordings)
-            _index_unsigned_files(index, data.evidence, report)
-            if report.set_aside is not None:
-                salvage_unsigned_events(report.set_aside, index, report)
+            _reserve_recording_numbers(index, data.evidence, old)
+            _index_unsigned_files(index, data.evidence, old, report)
+            report.salvage_error = old.error
+            for kind, mono_us, at, detail in old.pending:
+                index.add_event(kind, mono_us, at, json.loads(detail))
+                report.salvaged_events += 1
+            if data.index.exists():
+                report.set_aside = _unique_aside(data.index)
             clock = ClockReading.now()  # the rebuild itself is signed, for the auditor
             index.add_event("index_rebuilt", clock.monotonic_us,
                             utc_iso(clock.wall_for(clock.monotonic_us)), report.to_json())  # fmt: skip
+            index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             index.close()
+        with open(building, "rb+") as f:
+            os.fsync(f.fileno())
+        if report.set_aside is not None:
+            _move(data.index, report.set_aside)
+        _move(building, data.index)
+        fsync_dir(data.root)
         return report
+    except Exception as exc:
+        if isinstance(exc, RebuildError):
+            raise
+        raise RebuildError(f"the rebuild stopped, the old index untouched: {exc!r}") from exc
     finally:
         os.close(lock)

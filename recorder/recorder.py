@@ -349,8 +349,8 @@ class Recorder:
     def _seal_current(self) -> WrittenSegment:
         writer = self._writer
         assert writer is not None and self._index is not None
+        written = writer.seal()  # if this fails, _write_failed still has the writer
         self._writer = None
-        written = writer.seal()
         clock = ClockReading.now()
         row = self._index.close_segment(
             written.path.name,

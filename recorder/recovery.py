@@ -97,16 +97,20 @@ def read_segment(path: Path, length: int | None = None) -> WrittenSegment:
         parts = hash_parts(f, boxes, size)
         f.seek(0)
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    span = probe_media(path)
+    try:
+        span: MediaSpan | None = probe_media(path)
+    except (av.error.FFmpegError, ValueError) as exc:  # hashed all the same; media unknown
+        log.error("%s: libavformat cannot read its media (%s)", path.name, exc)
+        span = None
     return WrittenSegment(
         path=path,
         size=size,
         sha256=digest,
         parts=parts,
-        media_start_us=span.start_us,
-        media_end_us=span.end_us,
-        video_frames=span.video_frames,
-        audio_frames=span.audio_frames,
+        media_start_us=span.start_us if span else None,
+        media_end_us=span.end_us if span else None,
+        video_frames=span.video_frames if span else None,
+        audio_frames=span.audio_frames if span else None,
     )
 
 
@@ -125,6 +129,10 @@ def _save_tail(part: Path, keep: int, torn_dir: Path) -> int:
         return 0
     torn_dir.mkdir(exist_ok=True)
     tail = torn_dir / (part.name.removesuffix(".part") + ".tail")
+    # A recovery cut after saving the tail and before truncating left a read-only copy of
+    # the same bytes (the .part still holds them): replace it, as the service cannot
+    # override its mode.
+    tail.unlink(missing_ok=True)
     with open(part, "rb") as src, open(tail, "wb") as dst:
         src.seek(keep)
         while chunk := src.read(1 << 20):

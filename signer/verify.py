@@ -241,7 +241,9 @@ def verify(path: Path, trust: Path | None = None, progress: Callable[[int], None
     mismatched: dict[str, str] = {}  # file name -> its actual sha256
     chain = _Chain()
     device: str | None = None
-    last_of_recording: dict[int, tuple[str, int, str]] = {}  # recording -> (name, end, state)
+    last_of_recording: dict[
+        int, tuple[str, int | None, str]
+    ] = {}  # recording -> (name, end, state)
 
     for number, line in _lines(evidence / LEDGER_FILE):
         where = f"{LEDGER_FILE} line {number}"
@@ -319,7 +321,7 @@ def verify(path: Path, trust: Path | None = None, progress: Callable[[int], None
 
 
 def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], seen: set[str],
-                   mismatched: dict[str, str], last_of_recording: dict[int, tuple[str, int, str]],
+                   mismatched: dict[str, str], last_of_recording: dict[int, tuple[str, int | None, str]],
                    report: Report, where: str, progress: Callable[[int], None]) -> None:  # fmt: skip
     name = str(seg["name"])
     report.segments += 1
@@ -340,12 +342,18 @@ def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], 
         if (
             previous is not None
             and previous[2] != "recovered"
+            and previous[1] is not None  # an encrypted file's end the unit could not read
+            and isinstance(seg.get("media_start_us"), int)
             and abs(seg["media_start_us"] - previous[1]) > 1000
         ):
             report.add("error", "discontinuous", name,
                        f"{where}: media starts at {seg['media_start_us'] / 1e6:.3f} s but {previous[0]} "
                        f"ended at {previous[1] / 1e6:.3f} s")  # fmt: skip
-        last_of_recording[recording] = (name, int(end_us or 0), str(seg["state"]))
+        last_of_recording[recording] = (
+            name,
+            end_us if isinstance(end_us, int) else None,
+            str(seg["state"]),
+        )
     path = files.get(name)
     if path is None:
         report.add("error", "missing", name, f"{where}: the segment file is not in {evidence}")

@@ -38,6 +38,8 @@ CASES = {
     "bad device id": ({"unit": {"device_id": "../etc"}}, 78, "unit.device_id: string should match pattern"),
     "missing microphone": ({"microphone": {"kind": "portaudio", "device": "no-such-mic"}}, 69, "microphone 'no-such-mic' not found; PortAudio input devices:"),
     "pi camera off the pi": ({"camera": {"kind": "pi"}}, 69, "camera: kind is 'pi' but picamera2 cannot be imported here"),
+    "storage lines crossed": ({"storage": {"low_free_mb": 100, "stop_free_mb": 200}}, 78, "low_free_mb (100) must be above stop_free_mb (200)"),
+    "body unit without agency key": ({"encryption": {"enabled": True}}, 78, "encryption.recipient: a body unit encrypts its evidence"),
 }  # fmt: skip
 
 

@@ -20,6 +20,13 @@ def entries(data: Path) -> list[Entry]:
     return [Entry.from_line(line) for line in lines]
 
 
+def set_aside(data: Path) -> list[Path]:
+    """The damaged indexes kept (their -wal/-shm companions aside)."""
+    return sorted(
+        p for p in data.glob("index.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm"))
+    )
+
+
 def segment_bodies(data: Path) -> list[dict[str, Any]]:
     return [e.body_json()["segment"] for e in entries(data) if e.kind == "segment"]
 
@@ -58,12 +65,14 @@ def test_a_damaged_index_is_rebuilt_and_the_chain_goes_on(
 
     done = liuhen("index", "rebuild", "--data", str(data))
     assert done.returncode == 0, done.stderr
-    kept = list(data.glob("index.sqlite.damaged-*"))
+    kept = set_aside(data)
     assert kept and "nothing was deleted" in done.stdout
     for name in waiting:
         assert f"{name}: not in the ledger yet" in done.stdout
-    again = liuhen("index", "rebuild", "--data", str(data))  # idempotent: sets aside again
-    assert again.returncode == 0 and len(list(data.glob("index.sqlite.damaged-*"))) >= 1
+    damaged = kept[0].read_bytes()
+    again = liuhen("index", "rebuild", "--data", str(data))  # re-run: nothing is overwritten
+    assert again.returncode == 0, again.stderr
+    assert len(set_aside(data)) == 2 and kept[0].read_bytes() == damaged
 
     resumed: Daemon = daemon_factory(config, data).start()
     resumed.wait_for(lambda s: s["segments_sealed"] >= 1 and s["sealer"]["backlog"] == 0
@@ -110,4 +119,30 @@ def test_a_damaged_ledger_is_not_rebuilt_over(tmp_path: Path, daemon_factory: An
     done = liuhen("index", "rebuild", "--data", str(data))
     assert done.returncode == 65 and "line 2 is unreadable" in done.stderr, done.stderr
     assert (data / "index.sqlite").read_bytes() == index_before
-    assert not list(data.glob("index.sqlite.damaged-*"))
+    assert not set_aside(data)
+
+
+def test_a_last_entry_cut_before_its_newline_is_left_to_the_sealer(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """A power cut can leave the last entry whole but without its newline; the sealer sets
+    such a line aside and reuses its number, so the rebuild must not index it."""
+    config = write_config(
+        tmp_path / "unit.toml", recorder={"autostart": True, "segment_seconds": 5}
+    )
+    data = tmp_path / "data"
+    unit: Daemon = daemon_factory(config, data).start()
+    unit.wait_for(lambda s: s["segments_sealed"] >= 2 and s["sealer"]["backlog"] == 0, 40, "signed")
+    assert unit.terminate() == 0, unit.output()
+    ledger = data / "evidence" / LEDGER_FILE
+    ledger.chmod(0o644)
+    ledger.write_bytes(ledger.read_bytes()[:-1])  # the last newline never reached the card
+    (data / "index.sqlite").write_bytes(b"garbage" * 1000)
+    done = liuhen("index", "rebuild", "--data", str(data))
+    assert done.returncode == 0 and "torn line" in done.stdout, done.stdout + done.stderr
+    again: Daemon = daemon_factory(config, data).start()
+    again.wait_for(lambda s: s["segments_sealed"] >= 1 and s["sealer"]["backlog"] == 0
+                   and s["sealer"]["state"] == "ok", 40, "recording on, backlog signed")  # fmt: skip
+    assert again.terminate() == 0, again.output()
+    report = verify(data)
+    assert report["exit"] == 0, errors(report)

@@ -22,7 +22,7 @@ async function getJSON(url) { const r = await fetch(url, { cache: "no-store" });
 function unitRow(u) {
   const link = u.online === true ? el("span", { class: "pill online" }, "online")
     : u.online === false ? el("span", { class: "pill offline" }, "offline (" + (u.death_reason || "?") + ")") : el("span", { class: "pill" }, "unknown");
-  const faults = (u.faults || []).map((f) => el("div", { class: "warning fault", "data-fault": f }, f.replace("_", " ")));
+  const faults = (u.faults || []).map((f) => el("div", { class: "warning fault", "data-fault": f }, f.replaceAll("_", " ")));
   const state = el("span", { class: "pill " + (u.recording ? "recording" : "") }, u.state || "?");
   const up = u.uploads || {};
   const alerts = (u.alerts || []).map((a) => el("div", { class: a.severity, title: a.message }, a.title));
