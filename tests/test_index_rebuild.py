@@ -103,14 +103,21 @@ def test_a_damaged_index_is_rebuilt_and_the_chain_goes_on(
     assert report["exit"] == 0, errors(report)
 
 
-def test_a_damaged_ledger_is_not_rebuilt_over(tmp_path: Path, daemon_factory: Any) -> None:
+def recorded_and_signed(tmp_path: Path, daemon_factory: Any, segments: int) -> tuple[Path, Path]:
+    """(config, data dir) of a unit that recorded and signed ``segments`` segments."""
     config = write_config(
         tmp_path / "unit.toml", recorder={"autostart": True, "segment_seconds": 5}
     )
     data = tmp_path / "data"
     unit: Daemon = daemon_factory(config, data).start()
-    unit.wait_for(lambda s: s["segments_sealed"] >= 1 and s["sealer"]["backlog"] == 0, 40, "signed")
+    unit.wait_for(lambda s: s["segments_sealed"] >= segments and s["sealer"]["backlog"] == 0,
+                  40, "segments signed")  # fmt: skip
     assert unit.terminate() == 0, unit.output()
+    return config, data
+
+
+def test_a_damaged_ledger_is_not_rebuilt_over(tmp_path: Path, daemon_factory: Any) -> None:
+    _, data = recorded_and_signed(tmp_path, daemon_factory, 1)
     ledger = data / "evidence" / LEDGER_FILE
     lines = ledger.read_bytes().splitlines(keepends=True)
     ledger.chmod(0o644)
@@ -127,13 +134,7 @@ def test_a_last_entry_cut_before_its_newline_is_left_to_the_sealer(
 ) -> None:
     """A power cut can leave the last entry whole but without its newline; the sealer sets
     such a line aside and reuses its number, so the rebuild must not index it."""
-    config = write_config(
-        tmp_path / "unit.toml", recorder={"autostart": True, "segment_seconds": 5}
-    )
-    data = tmp_path / "data"
-    unit: Daemon = daemon_factory(config, data).start()
-    unit.wait_for(lambda s: s["segments_sealed"] >= 2 and s["sealer"]["backlog"] == 0, 40, "signed")
-    assert unit.terminate() == 0, unit.output()
+    config, data = recorded_and_signed(tmp_path, daemon_factory, 2)
     ledger = data / "evidence" / LEDGER_FILE
     ledger.chmod(0o644)
     ledger.write_bytes(ledger.read_bytes()[:-1])  # the last newline never reached the card
