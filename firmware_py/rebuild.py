@@ -30,9 +30,9 @@ from typing import Any
 
 from firmware_py.daemon import DataDir
 from hw.clock import ClockReading, utc_iso
-from recorder.fmp4 import WrittenSegment, fsync_dir
+from recorder.fmp4 import fsync_dir
 from recorder.index import Index
-from recorder.recovery import read_encrypted_segment, read_segment
+from recorder.recovery import read_any_segment
 from signer.ledger import LEDGER_FILE, Entry, iter_lines
 
 SEGMENT_FILE = re.compile(r"_r(\d{5})_s(\d{4})\.mp4(\.enc)?$")
@@ -179,15 +179,6 @@ def _index_entry(index: Index, entry: Entry, offset: int, line: str, report: Reb
     report.entries += 1
 
 
-def _read_file(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
-    if path.name.endswith(".enc"):
-        return read_encrypted_segment(path, row)
-    written = read_segment(path)  # media unknown (None) if libavformat cannot read it
-    if written.media_start_us is None and row:
-        written.media_start_us = row.get("media_start_us")
-    return written
-
-
 def _index_unsigned_files(index: Index, evidence: Path, old: DamagedIndex, report: Rebuilt) -> None:
     """Segment files no entry names: sealed, not yet signed. Journal them for the sealer,
     with what the damaged index still says of them (state, times)."""
@@ -197,7 +188,7 @@ def _index_unsigned_files(index: Index, evidence: Path, old: DamagedIndex, repor
         if numbers is None or path.name in known or not path.is_file():
             continue
         row = old.segments.get(path.name)
-        written = _read_file(path, row)
+        written = read_any_segment(path, row)
         state = row["state"] if row and row.get("state") in ("sealed", "recovered") else "sealed"
         index.add_open_segment(name=path.name, recording_id=int(numbers.group(1)),
                                seq=int(numbers.group(2)),

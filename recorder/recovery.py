@@ -168,10 +168,15 @@ def _whole_prefix(part: Path) -> tuple[int, bool]:
     return keep, any(b.type == "moof" and b.end <= keep for b in boxes)
 
 
-def _read_any(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
+def read_any_segment(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
+    """Hashes and what can be known of the media of a plain or encrypted segment file;
+    where the media cannot be read, its start is the one its index ``row`` journaled."""
     if path.name.endswith(ENCRYPTED_SUFFIX):
         return read_encrypted_segment(path, row)
-    return read_segment(path)
+    written = read_segment(path)
+    if written.media_start_us is None and row:
+        written.media_start_us = row.get("media_start_us")
+    return written
 
 
 def recover_part(part: Path, index: Index) -> Recovered:
@@ -202,7 +207,7 @@ def recover_part(part: Path, index: Index) -> Recovered:
     os.chmod(part, 0o444)
     os.rename(part, final)
     fsync_dir(final.parent)
-    written = _read_any(final, index.segment(name))
+    written = read_any_segment(final, index.segment(name))
     index.close_segment(name, written, "recovered", utc_iso(clock.wall_for(clock.monotonic_us)))
     return Recovered(name, "recovered", keep, torn, written.media_end_us)
 
@@ -219,7 +224,7 @@ def recover(evidence_dir: Path, index: Index) -> list[Recovered]:
             state = "recovered" if row["state"] == "recovering" else "sealed"
             tail = evidence_dir / "torn" / (row["name"] + ".tail")
             torn = tail.stat().st_size if state == "recovered" and tail.exists() else 0
-            written = _read_any(final, row)
+            written = read_any_segment(final, row)
             index.close_segment(row["name"], written, state, row.get("wall_end") or "")
             results.append(Recovered(row["name"], state, written.size, torn, written.media_end_us))
         else:  # crashed before the file was created: nothing was ever written
