@@ -18,12 +18,29 @@ from pathlib import Path
 from central import cli as central_cli
 from firmware_py import __version__, ctl_cli, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
-from firmware_py.daemon import EX_CONFIG, EX_DATAERR, EX_UNAVAILABLE, Daemon, DataDirError
+from firmware_py.daemon import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_UNAVAILABLE,
+    Daemon,
+    DataDirError,
+)
 from hw.media import DeviceError
 from recorder.index import IndexUnavailable
 from signer.keys import KeyBackendError
 
 log = logging.getLogger("liuhen")
+
+# A failure every command can meet, and the exit status it ends with (the message is
+# the exception's own, one line).
+EXIT_STATUS: dict[type[Exception], int] = {
+    ConfigError: EX_CONFIG,
+    DeviceError: EX_UNAVAILABLE,
+    DataDirError: EX_CANTCREAT,
+    IndexUnavailable: EX_DATAERR,
+    KeyBackendError: EX_UNAVAILABLE,
+}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -161,21 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except tuple(EXIT_STATUS) as exc:
         print(f"liuhen: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    except DeviceError as exc:
-        print(f"liuhen: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    except DataDirError as exc:
-        print(f"liuhen: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except IndexUnavailable as exc:
-        print(f"liuhen: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except KeyBackendError as exc:
-        print(f"liuhen: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        if isinstance(exc, DataDirError):
+            return exc.exit_code  # 73 or 75, it says which
+        return next(code for kind, code in EXIT_STATUS.items() if isinstance(exc, kind))
 
 
 if __name__ == "__main__":
