@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from firmware_py.validation import describe_error
+from firmware_py.validation import describe_error, read_text
 from hw.card_reader import InvalidCardId, normalize_card_id
 
 OFFICER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}"
@@ -200,13 +200,7 @@ class Roster:
     @classmethod
     def load(cls, path: Path | str) -> Roster:
         path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise RosterError(f"{path}: no such roster file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RosterError(f"{path}: cannot read roster: {exc}") from None
-        return cls.parse(text, str(path))
+        return cls.parse(read_text(path, RosterError, "roster"), str(path))
 
     def lookup(self, card_id: str) -> Officer | None:
         """The officer whose card this is, or None (unknown card, or not a card id)."""

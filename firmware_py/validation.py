@@ -33,14 +33,20 @@ def dotted(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def read_text(path: Path, error: type[Exception], what: str) -> str:
+    """A UTF-8 text file's content; ``error`` naming the file and what is wrong otherwise
+    (``what``: "configuration", "roster"…)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from None
+
+
 def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:
     """A TOML file's data; ``error`` (naming the file and what is wrong) otherwise."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise error(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: cannot read configuration: {exc}") from None
+    text = read_text(path, error, "configuration")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
