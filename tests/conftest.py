@@ -36,9 +36,15 @@ def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> A
 
 
 def token_unit(
-    tmp_path: Path, softhsm: Any, alsa_home: Path, key_label: str, **sections: dict[str, Any]
+    tmp_path: Path,
+    softhsm: Any,
+    alsa_home: Path,
+    key_label: str,
+    ca: Path | None = None,
+    **sections: dict[str, Any],
 ) -> tuple[Path, dict[str, str], Path]:
-    """A unit keyed on the SoftHSM2 token, its key made and certified through the CLI:
+    """A unit keyed on the SoftHSM2 token, its key made and certified through the CLI
+    (self-signed, or by a development CA made in ``ca``, as C2PA needs):
     (config, environment for the daemon, PIN file)."""
     pin = tmp_path / "token.pin"
     pin.write_text(softhsm.user_pin + "\n")
@@ -50,11 +56,12 @@ def token_unit(
               "pin_file": str(pin), "key_label": key_label, "certificate": str(tmp_path / "device.pem")},
         **sections,
     )  # fmt: skip
-    for args in (("keys", "init"), ("keys", "cert")):
-        done = subprocess.run(
-            [sys.executable, "-m", "firmware_py.cli", *args, "--config", str(config)],
-            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
-        )  # fmt: skip
+    by_ca = ["--ca", str(ca)] if ca is not None else []
+    for args in ([["keys", "dev-ca", str(ca)]] if ca is not None else []) + [
+        ["keys", "init", "--config", str(config)],
+        ["keys", "cert", "--config", str(config), *by_ca],
+    ]:
+        done = liuhen(*args, env=env)
         assert done.returncode == 0, done.stderr
     return config, env, pin
 

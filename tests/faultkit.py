@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import liuhen, wait_for
+from conftest import liuhen, wait_for, write_config
 
 from firmware_py.config import load
 from firmware_py.daemon import Daemon
@@ -121,6 +121,21 @@ class InProcessUnit:
         unit = cls(daemon, thread, data, result)
         wait_until(lambda: daemon.actions is not None or not thread.is_alive(), timeout, "start")
         assert thread.is_alive(), "the daemon thread ended during start-up"
+        return unit
+
+    @classmethod
+    def recording(cls, tmp_path: Path) -> InProcessUnit:
+        """A small simulated unit in ``tmp_path / "data"`` that starts recording at once
+        (autostart, 1 s of pre-event); stopped again if it never gets there."""
+        config = write_config(
+            tmp_path / "unit.toml", recorder={"autostart": True, "pre_event_seconds": 1}
+        )
+        unit = cls.start(config, tmp_path / "data")
+        try:
+            wait_until(lambda: unit.status()["state"] == "recording", 20, "recording")
+        except BaseException:
+            unit.stop()
+            raise
         return unit
 
     def status(self) -> dict[str, Any]:

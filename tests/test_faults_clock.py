@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_config
 from faultkit import InProcessUnit, Tally, ledger_events, verify, wait_until
 
 from firmware_py.clockwatch import ClockWatch
@@ -44,13 +43,9 @@ def test_a_running_unit_signs_every_clock_step(
     tmp_path: Path, alsa_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(alsa_home))
-    config = write_config(
-        tmp_path / "unit.toml", recorder={"autostart": True, "pre_event_seconds": 1}
-    )
-    unit = InProcessUnit.start(config, tmp_path / "data")
+    unit = InProcessUnit.recording(tmp_path)
     tally = Tally()
     try:
-        wait_until(lambda: unit.status()["state"] == "recording", 20, "recording")
         for shift_s in (3600, 0, -2):  # NTP sets a wrong RTC right; back; a small step back
             shift = shift_s * 10**9
             unit.daemon.clock_watch.read = lambda s=shift: _shifted(s)

@@ -449,13 +449,9 @@ def test_the_control_socket_answers_every_line_and_the_unit_records_on(
     tmp_path: Path, alsa_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(alsa_home))
-    config = write_config(
-        tmp_path / "unit.toml", recorder={"autostart": True, "pre_event_seconds": 1}
-    )
-    unit = InProcessUnit.start(config, tmp_path / "data")
+    unit = InProcessUnit.recording(tmp_path)
     tally = Tally()
     try:
-        wait_until(lambda: unit.status()["state"] == "recording", 20, "recording")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(15)
             sock.connect(str(tmp_path / "data" / "control.sock"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Daemon, RecordedData, liuhen, write_config
+from conftest import ROOT, Daemon, RecordedData, liuhen, token_unit
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
 
 from signer.c2pa_embed import read_validation
@@ -36,21 +36,10 @@ def recorded(
     """Three runs of a unit keyed on a SoftHSM2 token: a clean recording, one cut by
     SIGKILL, and the restart that recovers it."""
     base = tmp_path_factory.mktemp("signed-unit")
-    pin = base / "token.pin"
-    pin.write_text(softhsm.user_pin + "\n")
-    pin.chmod(0o600)
-    env = {**softhsm.env(), "HOME": str(alsa_home), "PYTHONUNBUFFERED": "1"}
-    config = write_config(
-        base / "unit.toml",
-        keys={"kind": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
-              "pin_file": str(pin), "key_label": "unit-under-test", "certificate": str(base / "device.pem")},
-        signer={"c2pa": True},
+    config, env, _ = token_unit(
+        base, softhsm, alsa_home, "unit-under-test", ca=base / "ca", signer={"c2pa": True},
         recorder={"autostart": True, "segment_seconds": 5, "pre_event_seconds": 2},
     )  # fmt: skip
-    for args in (["keys", "dev-ca", str(base / "ca")], ["keys", "init", "--config", str(config)],
-                 ["keys", "cert", "--config", str(config), "--ca", str(base / "ca")]):  # fmt: skip
-        done = liuhen(*args, env=env)
-        assert done.returncode == 0, done.stderr
     data = base / "data"
 
     def run(n: int) -> Daemon:
