@@ -305,7 +305,9 @@ def check_header(header: dict[str, Any]) -> None:
         if not isinstance(header[name], str) or not header[name] or "\0" in header[name]:
             raise EncryptionError(f"header {name} is not a name")
     try:
-        wrapped = base64.b64decode(str(header["wrapped_key"]), validate=True)
+        if not isinstance(header["wrapped_key"], str):
+            raise ValueError
+        wrapped = base64.b64decode(header["wrapped_key"], validate=True)
     except ValueError:
         raise EncryptionError("header wrapped_key is not base64") from None
     if len(wrapped) != KEMS[kem].enc_length() + DATA_KEY_BYTES + 16:
@@ -440,27 +442,25 @@ def iter_records(f: BinaryIO) -> Iterator[tuple[int, int, bytes | None]]:
 def decrypt(source: BinaryIO, out: BinaryIO, key: AgencyKey) -> Decrypted:
     """Decrypt ``source`` into ``out``, record by record; raise ``EncryptionError`` naming
     the first record that fails (nothing after it is written)."""
-    header, header_bytes, _ = read_preamble(source)
-    if header.get("recipient") != key.recipient.id:
+    header, header_bytes, _ = read_preamble(source)  # every field checked for type there
+    if header["recipient"] != key.recipient.id:
         raise EncryptionError(
-            f"encrypted for agency key {str(header.get('recipient'))[:16]}…, "
+            f"encrypted for agency key {header['recipient'][:16]}…, "
             f"not for this one ({key.recipient.id[:16]}…)"
         )
-    if header.get("kem") != key.recipient.kem:
-        raise EncryptionError(
-            f"the file uses KEM {header.get('kem')}, the key is {key.recipient.kem}"
-        )
+    if header["kem"] != key.recipient.kem:
+        raise EncryptionError(f"the file uses KEM {header['kem']}, the key is {key.recipient.kem}")
     try:
-        data_key = _suite(str(header["kem"])).decrypt(
-            base64.b64decode(str(header["wrapped_key"]), validate=True),
+        data_key = _suite(header["kem"]).decrypt(
+            base64.b64decode(header["wrapped_key"], validate=True),
             key.hpke_key(),
-            info=_info(str(header["device"]), str(header["segment"])),
+            info=_info(header["device"], header["segment"]),
         )
-        prefix = bytes.fromhex(str(header["nonce_prefix"]))
-    except (InvalidTag, ValueError, KeyError) as exc:
+    except (InvalidTag, ValueError) as exc:
         raise EncryptionError(
             f"the wrapped data key does not open with this key ({exc!r})"
         ) from None
+    prefix = bytes.fromhex(header["nonce_prefix"])
     if len(data_key) != DATA_KEY_BYTES:
         raise EncryptionError(
             f"the wrapped data key is {len(data_key)} bytes, not {DATA_KEY_BYTES}"
