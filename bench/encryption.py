@@ -1,7 +1,7 @@
 """Encryption at rest: what sealing a segment costs the unit and opening it costs the
 centre, against OpenSSL and ``sha256sum`` on the same bytes.
 
-Owns: timing ``recorder.encryption`` over one real 60 s segment the pipeline benchmark
+Owns: timing ``evidence.records`` over one real 60 s segment the pipeline benchmark
 wrote (8 Mbit/s, 0.5 s fragments), cut where the unit cuts its records (the init, then
 each ``moof``+``mdat`` fragment: one record per fsync'ed flush):
 
@@ -45,8 +45,8 @@ from bench.measure import percentiles, run_command
 from bench.pipeline import evidence_dir, run_product
 from bench.results import Context, Figure, Result
 from bench.rig import DEVICE_ID
-from recorder.boxes import StreamingPartHasher, iter_boxes
-from recorder.encryption import (
+from evidence.parts import StreamingPartHasher, iter_boxes
+from evidence.records import (
     AgencyKey,
     Recipient,
     RecordPartHasher,

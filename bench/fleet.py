@@ -2,7 +2,7 @@
 
 Owns: simulated units' MQTT traffic — a birth each, a status every 10 s and one signed
 ledger entry (a segment entry of a 60 s segment: 121 parts) every 60 s per unit, made
-with ``signer.ledger.Ledger`` and software keys — sped up ``--speed`` times (default
+with ``evidence.ledger.Ledger`` and software keys — sped up ``--speed`` times (default
 100x) with fewer units, against the collector in its own process (``python -m
 central.serve``) and a mosquitto with the shipped configuration (tests/mqttfixtures.py),
 and deciding, fleet size by fleet size, whether the collector kept up. Must not:
@@ -60,9 +60,10 @@ def _fixtures() -> Any:
 def make_units(directory: Path, count: int, entries: int) -> list[str]:
     """``count`` units with ``entries`` signed entries each; returns their ids. Kept on
     tmpfs when there is one (the fsyncs of making them are not what is measured)."""
-    from signer.identity import chain_pem, self_signed_device_cert
+    from evidence.certs import chain_pem
+    from evidence.ledger import LEDGER_FILE, Ledger
+    from signer.identity import self_signed_device_cert
     from signer.keys import KeySpec, init_key, open_backend
-    from signer.ledger import LEDGER_FILE, Ledger
     from signer.sealer import stamp_now
 
     devices = [f"sim-{i:05d}" for i in range(count)]
@@ -127,8 +128,8 @@ def simulate(cfg: dict[str, Any]) -> dict[str, Any]:
     sent = {"births": 0, "statuses": 0, "entries": 0}
     for n, device in enumerate(units):
         pem = (Path(cfg["dir"]) / device / "device.pem").read_text()
-        from signer.identity import load_chain_pem
-        from signer.ledger import key_id
+        from evidence.certs import load_chain_pem
+        from evidence.ledger import key_id
 
         identity = {"key_id": key_id(load_chain_pem(pem)[0].public_key()),  # type: ignore[arg-type]
                     "device_certificate_sha256": None, "device_certificate": pem,

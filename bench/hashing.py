@@ -3,10 +3,10 @@
 
 Owns: timing the product's own hashing code paths over the segments the pipeline
 benchmark wrote: ``hashlib.file_digest`` (the whole-file SHA-256 a third party checks
-with sha256sum), ``recorder.boxes.hash_parts`` (recovery: per-part hashes read back),
+with sha256sum), ``evidence.parts.hash_parts`` (recovery: per-part hashes read back),
 ``StreamingPartHasher`` fed the file from memory in the muxer's 32 KiB writes (the
 recording path: whole-file and per-part SHA-256 of every byte), and
-``signer.verify.verify`` (``liuhen verify``: signatures, chain and every file part by
+``evidence.verify.verify`` (``liuhen verify``: signatures, chain and every file part by
 part). Files are read once first so every method, the tools included, reads from the
 page cache. Must not: write files.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from bench.measure import run_command
 from bench.pipeline import evidence_dir, run_product
 from bench.results import Context, Figure, Goal, Result
-from recorder.boxes import StreamingPartHasher, hash_parts, iter_boxes
+from evidence.parts import StreamingPartHasher, hash_parts, iter_boxes
 
 MUXER_WRITE = 32 * 1024  # PyAV's I/O buffer: the size of each write the recorder sees
 
@@ -54,10 +54,10 @@ def _streaming(blobs: list[bytes]) -> Callable[[list[Path]], None]:
 
 
 def _verifier() -> Callable[[list[Path]], None] | None:
-    """``signer.verify.verify`` if that module is there (it was being written when the
+    """``evidence.verify.verify`` if that module is there (it was being written when the
     benchmarks were), else None."""
     try:
-        verify = importlib.import_module("signer.verify").verify
+        verify = importlib.import_module("evidence.verify").verify
     except (ImportError, AttributeError):
         return None
 
@@ -97,12 +97,12 @@ def run(ctx: Context) -> Result:
     other = max(tools, key=lambda k: tools[k])
     methods: dict[str, tuple[Callable[[list[Path]], None] | None, str]] = {
         "hashlib.file_digest (whole-file SHA-256)": (_file_digest, "one SHA-256 pass"),
-        "recorder.boxes.hash_parts (recovery)": (_hash_parts, "per-part SHA-256, one pass"),
+        "evidence.parts.hash_parts (recovery)": (_hash_parts, "per-part SHA-256, one pass"),
         "StreamingPartHasher (recording path)": (
             _streaming([p.read_bytes() for p in files]),
             "whole-file AND per-part SHA-256: two digests of every byte, from memory",
         ),
-        "signer.verify.verify (liuhen verify)": (
+        "evidence.verify.verify (liuhen verify)": (
             _verifier(),
             "signatures + chain + whole-file and per-part SHA-256 of every file",
         ),
@@ -112,7 +112,7 @@ def run(ctx: Context) -> Result:
     timings: dict[str, float] = {f"tool: {k}": v for k, v in tools.items()}
     for name, (method, what) in methods.items():
         if method is None:
-            todo = "TODO: signer.verify.verify was not importable; bench it when it lands"
+            todo = "TODO: evidence.verify.verify was not importable; bench it when it lands"
             continue
         seconds = _best(n, lambda m=method: m(files))  # type: ignore[misc]
         timings[name] = seconds

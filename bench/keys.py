@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-from signer.identity import chain_pem, self_signed_device_cert
+from evidence.certs import chain_pem
+from signer.identity import self_signed_device_cert
 from signer.keys import KeySpec, init_key, open_backend
 
 KeyKind = Literal["software", "softhsm2"]

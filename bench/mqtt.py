@@ -109,7 +109,7 @@ def _paho(port: int, tls: tuple[str, str, str], lines: list[bytes], topic: str) 
 
 
 def _topic() -> str:
-    from uplink.topics import DEFAULT_PREFIX, Topics
+    from protocol.topics import DEFAULT_PREFIX, Topics
 
     return Topics(DEFAULT_PREFIX, DEVICE_ID).ledger
 

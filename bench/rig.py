@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.inputs import AUDIO, VIDEO
-from recorder.index import Index
+from evidence.ledger import Entry
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from signer.keys import KeySpec
-from signer.ledger import Entry
 from signer.sealer import Sealer
+from store.index import Index
 
 DEVICE_ID = "bench-0001"
 

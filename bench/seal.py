@@ -29,13 +29,12 @@ from bench.keys import KeyKind, make_key
 from bench.measure import emit, percentiles, run_worker
 from bench.results import Context, Figure, Goal, Result
 from bench.rig import DEVICE_ID
+from evidence.ledger import LEDGER_FILE, Entry
+from evidence.parts import Part, WrittenSegment
 from hw.clock import ClockReading, monotonic_us, utc_iso
-from recorder.boxes import Part
-from recorder.fmp4 import WrittenSegment
-from recorder.index import Index
 from signer.keys import open_backend
-from signer.ledger import LEDGER_FILE, Entry
 from signer.sealer import Sealer
+from store.index import Index
 
 PARTS = 121  # init part + 120 fragments of 0.5 s: a 60 s segment
 SIGNATURES_PER_ENTRY = 2  # the entry and the signed ledger.head

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from recorder.fmp4 import fsync_dir
+from evidence.durable import fsync_dir
 
 CHUNK = 1 << 20
 

@@ -27,9 +27,9 @@ from typing import Any, BinaryIO
 from central.blobs import Blobs
 from central.receipts import make_receipt, sign_receipt
 from central.store import CentralStore, Row
-from recorder.encryption import is_encrypted
+from evidence.records import is_encrypted
+from evidence.verify import Report, compare_file, file_sha256, hash_file
 from signer.keys import KeyBackend
-from signer.verify import Report, compare_file, file_sha256, hash_file
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.mp4(\.enc)?$")  # .enc: encrypted

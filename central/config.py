@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firmware_py.validation import read_toml, validate
-from uplink.topics import DEFAULT_PREFIX
+from common.validation import read_toml, validate
+from protocol.topics import DEFAULT_PREFIX
 
 
 class CentralConfigError(ValueError):

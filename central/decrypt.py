@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from recorder.boxes import hash_parts, iter_boxes, whole_fragment_prefix
-from recorder.encryption import AgencyKey, EncryptionError, RecordPartHasher, decrypt
-from signer.envelope import sha256_hex
-from signer.ledger import LEDGER_FILE, Entry
-from signer.verify import Report, UnreadableInput, compare_file, device_key
+from evidence.envelope import sha256_hex
+from evidence.ledger import LEDGER_FILE, Entry
+from evidence.parts import hash_parts, iter_boxes, whole_fragment_prefix
+from evidence.records import AgencyKey, EncryptionError, RecordPartHasher, decrypt
+from evidence.verify import Report, UnreadableInput, compare_file, device_key
 
 EX_OK, EX_FAILED, EX_UNREADABLE = 0, 1, 2
 
@@ -136,9 +136,8 @@ def embed_c2pa(plain: Path, out: Path, signing: Signing, entry: Entry,
                segment: dict[str, Any]) -> None:  # fmt: skip
     """``out``: ``plain`` with a C2PA manifest signed by the agency, citing the entry; its
     media fragments must come out byte for byte those the unit signed."""
-    from signer.c2pa_embed import C2paEmbedError, embed_manifest
+    from signer.c2pa_embed import C2paEmbedError, embed_manifest, segment_claim
     from signer.keys import KeyBackendError, KeySpec, open_backend
-    from signer.sealer import segment_claim
 
     facts = {
         "device": entry.header.get("device"), "recording": segment.get("recording"),

@@ -3,15 +3,15 @@
 Owns: turning CASE-OR-RANGE into recordings (``DEVICE/rN`` one recording; ``A..B`` an
 ISO 8601 time range; anything else, or ``case:X``, a case number carried in entries'
 context), and writing, for each unit concerned, the same package ``liuhen export``
-writes on a unit — by handing ``signer.export`` the centre's copy of that unit's ledger
+writes on a unit — by handing ``evidence.export`` the centre's copy of that unit's ledger
 (every line as received over MQTT, bodies included), its device certificate and the
-stored segment files — then checking each package with ``signer.verify`` and writing
-the report beside it. Must not: re-sign, alter or choose entries itself (signer.export
+stored segment files — then checking each package with ``evidence.verify`` and writing
+the report beside it. Must not: re-sign, alter or choose entries itself (evidence.export
 decides what is disclosed), or write into the collector's store.
 
-    DIR/<device>/ledger.jsonl, device.pem, <segment>.mp4…, README.txt   (signer.export)
+    DIR/<device>/ledger.jsonl, device.pem, <segment>.mp4…, README.txt   (evidence.export)
     DIR/trusted-certificates.pem   the centre's trust anchors, for `liuhen verify --trust`
-    DIR/verification-report.json   signer.verify's report per unit, run at export time
+    DIR/verification-report.json   evidence.verify's report per unit, run at export time
     DIR/README.txt
 """
 
@@ -32,9 +32,9 @@ from central.blobs import Blobs
 from central.config import CentralConfigError, load
 from central.store import CentralStore, StoreError, open_store
 from central.trust import Trust
-from signer.export import export as export_package
-from signer.ledger import CERT_FILE, LEDGER_FILE
-from signer.verify import verify
+from evidence.export import export as export_package
+from evidence.ledger import CERT_FILE, LEDGER_FILE
+from evidence.verify import verify
 
 RECORDING = re.compile(r"^(?P<device>[A-Za-z0-9][A-Za-z0-9._-]{0,63})[/:]r?(?P<n>\d+)$")
 TRUST_FILE = "trusted-certificates.pem"
@@ -95,7 +95,7 @@ def _device_pem(store: CentralStore, device: str) -> str:
 
 def _stage(store: CentralStore, blobs: Blobs, device: str, recordings: set[int], staging: Path,
            allow_incomplete: bool) -> list[str]:  # fmt: skip
-    """A directory signer.export can read: the full ledger, device.pem, the files (links)."""
+    """A directory evidence.export can read: the full ledger, device.pem, the files (links)."""
     staging.mkdir()
     with open(staging / LEDGER_FILE, "wb") as f:
         for _, line in store.lines(device):

@@ -25,10 +25,10 @@ from typing import Any, Literal, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from central.trust import Trust
-from signer.envelope import sha256_hex
-from signer.identity import load_chain_pem
-from signer.ledger import GENESIS_PREV, Entry, key_id
-from uplink.topics import DEFAULT_PREFIX, split_topic
+from evidence.certs import load_chain_pem
+from evidence.envelope import sha256_hex
+from evidence.ledger import GENESIS_PREV, Entry, key_id
+from protocol.topics import DEFAULT_PREFIX, split_topic
 
 PROBLEM_CODES = {
     "unreadable": "a message that is not what its topic carries",

@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 
 from central.config import MqttSection
 from central.service import Message
-from uplink.topics import fleet_filter
+from protocol.topics import fleet_filter
 
 log = logging.getLogger(__name__)
 

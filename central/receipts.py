@@ -16,9 +16,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signer.envelope import Signed, canonical, sign
+from evidence.envelope import Signed, canonical, sign
+from evidence.ledger import key_id
 from signer.keys import KeyBackend
-from signer.ledger import key_id
 
 RECEIPT_TYPE = "application/vnd.liuhen.upload-receipt.v1+json"
 

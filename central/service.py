@@ -22,7 +22,7 @@ from central.collector import Collector
 from central.fleet import Fleet, Handled, UnitView
 from central.store import CentralStore, Row
 from central.trust import Trust
-from uplink.topics import DEFAULT_PREFIX
+from protocol.topics import DEFAULT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Central:
     def _remember_trusted(self, cert: Any) -> None:
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        from signer.ledger import key_id
+        from evidence.ledger import key_id
 
         kid = key_id(cert.public_key())
         device = self.fleet.trust.device_keys[kid]

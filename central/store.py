@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from signer.ledger import Entry
+from evidence.ledger import Entry
 
 Row = dict[str, Any]
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from central.store import Row, StoreError
-from signer.ledger import Entry
+from evidence.ledger import Entry
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

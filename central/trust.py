@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signer.identity import load_chain_pem, verify_device_chain
-from signer.ledger import key_id
+from evidence.certs import load_chain_pem, verify_device_chain
+from evidence.ledger import key_id
 
 
 def common_name(cert: x509.Certificate) -> str | None:

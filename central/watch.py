@@ -28,7 +28,7 @@ from central.running import until_stopped
 from central.trust import Trust
 
 __all__ = ["Fleet", "Trust", "UnitView", "add_parser", "render", "run_watch"]
-from uplink.topics import DEFAULT_PREFIX, fleet_filter
+from protocol.topics import DEFAULT_PREFIX, fleet_filter
 
 # ---------------------------------------------------------------------------
 # Rendering

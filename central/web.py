@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from central.collector import Collector, Reply, refuse
 from central.hub import Hub
-from uplink.upload import UPLOAD_PATH
+from protocol.upload import UPLOAD_PATH
 
 log = logging.getLogger(__name__)
 

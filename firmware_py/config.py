@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from firmware_py.validation import constraints, read_toml, validate
+from common.validation import constraints, read_toml, validate
 
 
 class ConfigError(ValueError):

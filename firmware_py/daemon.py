@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from evidence.ledger import Entry
+from evidence.records import EncryptionError, Recipient
 from firmware_py.actions import NoFeedback, Reply, UnitActions
 from firmware_py.clockwatch import ClockWatch
 from firmware_py.config import Config, ConfigError
@@ -44,12 +46,10 @@ from firmware_py.session import Session
 from firmware_py.state import Fault, Mode, Observation, StateMachine, Verdict, judge
 from firmware_py.view import StatusView
 from hw.clock import ClockReading, monotonic_us, utc_iso
-from recorder.encryption import EncryptionError, Recipient
-from recorder.index import Index, IndexUnavailable
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
-from signer.ledger import Entry
 from signer.sealer import Sealer
+from store.index import Index, IndexUnavailable
 from uplink.client import Uplink, UplinkSettings
 from uplink.upload import Uploader
 

@@ -1,7 +1,7 @@
 """`liuhen verify PATH` — the check a court, an auditor or a defence lawyer runs — and
 `liuhen export PATH OUT --recording N`, the package they are given.
 
-Owns: presenting signer.verify's report — a progress bar on a terminal, one line per
+Owns: presenting evidence.verify's report — a progress bar on a terminal, one line per
 finding, a JSON document with --json — and the exit status: 0 intact, 1 an integrity
 failure (or, with --strict, any warning), 2 bad usage or unreadable input.
 Must not: check anything itself.
@@ -22,7 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from signer.verify import Report, UnreadableInput, verify
+from evidence.verify import Report, UnreadableInput, verify
 
 _MARK = {"error": "FAIL", "warning": "warn", "notice": "note"}
 
@@ -76,7 +76,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from signer.export import export
+    from evidence.export import export
 
     try:
         summary = export(args.path, args.out, set(args.recording))

@@ -15,19 +15,17 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from evidence.certs import chain_pem, fingerprint, load_chain_pem
+from evidence.ledger import key_id
 from firmware_py.config import Config, load
 from signer.identity import (
-    chain_pem,
-    fingerprint,
     issue_device_cert,
-    load_chain_pem,
     load_dev_ca,
     make_csr,
     make_dev_ca,
     self_signed_device_cert,
 )
 from signer.keys import KeyBackend, init_key, open_backend
-from signer.ledger import key_id
 
 
 def _describe_key(backend: KeyBackend) -> str:
@@ -123,7 +121,7 @@ def cmd_dev_ca(args: argparse.Namespace) -> int:
 
 
 def cmd_agency_key(args: argparse.Namespace) -> int:
-    from recorder.encryption import Recipient, generate_agency_key
+    from evidence.records import Recipient, generate_agency_key
 
     private_path = args.directory / "agency.key.pem"
     public_path = args.directory / "agency.pub.pem"

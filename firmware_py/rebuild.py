@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evidence.durable import fsync_dir
+from evidence.ledger import LEDGER_FILE, Entry, iter_lines
 from firmware_py.daemon import DataDir
 from hw.clock import ClockReading, utc_iso
-from recorder.fmp4 import fsync_dir
-from recorder.index import Index
 from recorder.recovery import read_any_segment
-from signer.ledger import LEDGER_FILE, Entry, iter_lines
+from store.index import Index
 
 SEGMENT_FILE = re.compile(r"_r(\d{5})_s(\d{4})\.mp4(\.enc)?$")
 SEGMENT_NUMBERS = re.compile(r"_r(\d{5})_s(\d{4})\.mp4")  # also .part, torn/*.tail

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from firmware_py.validation import describe_error, read_text
+from common.validation import describe_error, read_text
 from hw.card_reader import InvalidCardId, normalize_card_id
 
 OFFICER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}"

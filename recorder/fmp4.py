@@ -22,21 +22,14 @@ from typing import Any
 
 import av
 
+from evidence.durable import fsync_dir
+from evidence.parts import StreamingPartHasher, WrittenSegment
+from evidence.records import MAX_RECORD_PLAINTEXT, Recipient, RecordPartHasher, RecordSealer
 from hw.clock import monotonic_us
 from hw.media import AudioFormat, EncodedPacket
-from recorder.boxes import Part, StreamingPartHasher
-from recorder.encryption import MAX_RECORD_PLAINTEXT, Recipient, RecordPartHasher, RecordSealer
 
 _US = Fraction(1, 1_000_000)
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer+frag_discont"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def video_template(keyframe: bytes) -> av.VideoStream:
@@ -142,24 +135,6 @@ class _EncryptingSink:
         self._sealer.forget()
         self._pending.clear()
         self._disk.close()
-
-
-@dataclass
-class WrittenSegment:
-    """What a sealed file holds: its hashes, parts and media span (µs on the timeline)."""
-
-    path: Path
-    size: int
-    sha256: str
-    parts: list[Part]
-    # None where the unit cannot know: an encrypted file recovered after a power cut
-    media_start_us: int | None
-    media_end_us: int | None
-    video_frames: int | None
-    audio_frames: int | None
-    # For a file encrypted at rest: KEM, recipient, records and the plaintext's hashes
-    # (``None`` in "plaintext" when a power cut left them unknown to the unit).
-    encryption: dict[str, Any] | None = None
 
 
 @dataclass

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from evidence.parts import WrittenSegment
+from evidence.records import Recipient
 from hw.clock import ClockReading, monotonic_us, utc_iso
 from hw.media import AudioFormat, EncodedPacket, Kind, VideoFormat
-from recorder.encryption import Recipient
-from recorder.fmp4 import SegmentWriter, WrittenSegment
-from recorder.index import Index
+from recorder.fmp4 import SegmentWriter
 from recorder.interleave import Interleaver
 from recorder.recovery import recover_part
 from recorder.ring import PreEventRing
+from store.index import Index
 
 log = logging.getLogger(__name__)
 

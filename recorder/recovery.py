@@ -17,11 +17,11 @@ from typing import Any
 
 import av
 
+from evidence.durable import fsync_dir
+from evidence.parts import WrittenSegment, hash_parts, iter_boxes, whole_fragment_prefix
+from evidence.records import EncryptionError, RecordPartHasher, read_preamble
 from hw.clock import ClockReading, utc_iso
-from recorder.boxes import hash_parts, iter_boxes, whole_fragment_prefix
-from recorder.encryption import EncryptionError, RecordPartHasher, read_preamble
-from recorder.fmp4 import WrittenSegment, fsync_dir
-from recorder.index import Index
+from store.index import Index
 
 log = logging.getLogger(__name__)
 ENCRYPTED_SUFFIX = ".enc"

@@ -18,13 +18,14 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import c2pa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from signer.identity import load_chain_pem
+from evidence.certs import load_chain_pem
 from signer.keys import KeyBackend
 
 MIME_BY_SUFFIX = {
@@ -203,3 +204,13 @@ def _reader_context(anchors_pem: str | None) -> c2pa.Context:
 def _json_list(document: str, key: str) -> list[dict[str, Any]]:
     value = json.loads(document).get(key) or []
     return [v for v in value if isinstance(v, dict)]
+
+
+def segment_claim(title: str, segment: dict[str, Any]) -> dict[str, Any]:
+    """The C2PA manifest definition for one segment: its liuhen facts as one assertion
+    (the unit's, at sealing; or the centre's, on decrypting an encrypted segment)."""
+    return {
+        "claim_generator_info": [{"name": "liuhen", "version": version("liuhen")}],
+        "title": title,
+        "assertions": [{"label": "org.liuhen.segment", "data": segment}],
+    }

@@ -22,13 +22,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from evidence.certs import fingerprint, load_chain_pem
+from evidence.durable import fsync_dir
+from evidence.ledger import CERT_FILE, LEDGER_FILE, Entry, Ledger, LedgerError, Stamp, iter_lines
 from hw.clock import ClockReading, boot_id, clock_synced, utc_iso
-from recorder.fmp4 import fsync_dir
-from recorder.index import Index
 from recorder.recovery import read_segment
-from signer.identity import fingerprint, load_chain_pem
 from signer.keys import KeyBackend, KeyBackendError, KeySpec, open_backend
-from signer.ledger import CERT_FILE, LEDGER_FILE, Entry, Ledger, LedgerError, Stamp, iter_lines
+from store.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,6 @@ def segment_body(row: dict[str, Any], context: dict[str, Any] | None = None) -> 
     }
 
 
-def segment_claim(title: str, segment: dict[str, Any]) -> dict[str, Any]:
-    """The C2PA manifest definition for one segment: its liuhen facts as one assertion
-    (the unit's, at sealing; or the centre's, on decrypting an encrypted segment)."""
-    return {
-        "claim_generator_info": [{"name": "liuhen", "version": version("liuhen")}],
-        "title": title,
-        "assertions": [{"label": "org.liuhen.segment", "data": segment}],
-    }
-
-
 class Sealer:
     def __init__(
         self,
@@ -112,6 +102,7 @@ class Sealer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._chain_pem: str | None = None
+        self._backend: KeyBackend | None = None
 
     # --- any thread ------------------------------------------------------------------
     def notify(self) -> None:
@@ -193,6 +184,7 @@ class Sealer:
 
     def _open_ledger(self, index: Index, backend: KeyBackend) -> Ledger:
         self._install_certificate(backend)
+        self._backend = backend
         ledger = Ledger(self.evidence_dir, self.device_id, backend)
         self._reconcile(index, ledger)
         self._replay(index)
@@ -336,10 +328,10 @@ class Sealer:
     def _embed_c2pa(self, index: Index, ledger: Ledger, row: dict[str, Any]) -> dict[str, Any]:
         """Put a C2PA manifest signed by the device key into the file, before the ledger
         commits to it. The media fragments must come out byte for byte the same."""
-        from signer.c2pa_embed import C2paEmbedError, embed_manifest
+        from signer.c2pa_embed import C2paEmbedError, embed_manifest, segment_claim
 
         path = self.evidence_dir / row["name"]
-        if self._chain_pem is None:
+        if self._chain_pem is None or self._backend is None:
             return row
         new = path.with_name(f".{path.name}.c2pa")
         new.unlink(missing_ok=True)
@@ -355,7 +347,7 @@ class Sealer:
             },
         )
         try:
-            embed_manifest(path, new, ledger.backend, self._chain_pem, claim)
+            embed_manifest(path, new, self._backend, self._chain_pem, claim)
         except C2paEmbedError as exc:
             log.warning("sealer: %s sealed without C2PA: %s", row["name"], exc)
             return row

@@ -25,7 +25,7 @@ from mqttfixtures import PREFIX, Broker, SignedLedger, wait_for
 
 from central.config import load
 from central.serve import CentralServer
-from recorder.boxes import StreamingPartHasher
+from evidence.parts import StreamingPartHasher
 from signer.sealer import stamp_now
 
 
@@ -116,7 +116,7 @@ def box_file(fragments: int = 4, fragment_bytes: int = 50_000, salt: bytes = b""
 
 def encrypted_file(plain: bytes, name: str, records: int = 4) -> bytes:
     """``plain`` encrypted at rest for a fresh agency key, as a unit writes it."""
-    from recorder.encryption import Recipient, RecordSealer, generate_agency_key
+    from evidence.records import Recipient, RecordSealer, generate_agency_key
 
     sealer = RecordSealer(Recipient.from_pem(generate_agency_key()[1]), "unit-a", name)
     step = -(-len(plain) // records)
@@ -127,7 +127,7 @@ def encrypted_file(plain: bytes, name: str, records: int = 4) -> bytes:
 
 
 def segment_body(name: str, data: bytes, recording: int = 1, seq: int = 1) -> dict[str, Any]:
-    from recorder.encryption import RecordPartHasher, is_encrypted_bytes
+    from evidence.records import RecordPartHasher, is_encrypted_bytes
 
     encrypted = is_encrypted_bytes(data)
     hasher = RecordPartHasher() if encrypted else StreamingPartHasher()

@@ -134,7 +134,8 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
 
 
 def make_software_identity(key: Path, cert: Path, device_id: str) -> None:
-    from signer.identity import chain_pem, self_signed_device_cert
+    from evidence.certs import chain_pem
+    from signer.identity import self_signed_device_cert
     from signer.keys import KeySpec, init_key, open_backend
 
     spec = KeySpec(kind="software", path=str(key))

@@ -345,8 +345,8 @@ class SignedLedger:
     cert_file: Path
 
     def __post_init__(self) -> None:
+        from evidence.ledger import Ledger
         from signer.keys import KeySpec, init_key
-        from signer.ledger import Ledger
 
         self.directory.mkdir(parents=True, exist_ok=True)
         key_path = self.directory / "device.key"
@@ -354,7 +354,8 @@ class SignedLedger:
         self.backend = init_key(spec)
         if not self.cert_file.exists():
             self.cert_file.parent.mkdir(parents=True, exist_ok=True)
-            from signer.identity import chain_pem, self_signed_device_cert
+            from evidence.certs import chain_pem
+            from signer.identity import self_signed_device_cert
 
             self.cert_file.write_text(chain_pem(self_signed_device_cert(self.backend, self.device)))
         self.ledger = Ledger(self.directory, self.device, self.backend)

@@ -12,7 +12,7 @@ from pathlib import Path
 from centralfixtures import CentralRig, api
 from mqttfixtures import PREFIX, Observer, running_broker, wait_for
 
-from signer.envelope import b64
+from evidence.envelope import b64
 
 
 def _birth(unit: object, device: str, bdseq: int = 0, state: str = "ready") -> bytes:

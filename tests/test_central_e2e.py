@@ -22,7 +22,7 @@ from mqttfixtures import running_broker, wait_for
 
 from central.blobs import Blobs
 from central.export import ExportError, export
-from recorder.index import Index
+from store.index import Index
 from uplink.upload import Uploader
 
 DEVICE = "test-unit"

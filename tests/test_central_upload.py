@@ -17,9 +17,9 @@ from centralfixtures import CentralRig, RawClient, api, append_segment, box_file
 from mqttfixtures import PREFIX, Observer, running_broker, wait_for
 
 from central.receipts import check_receipt
-from recorder.index import Index
+from evidence.ledger import Entry
 from signer.keys import KeySpec, init_key
-from signer.ledger import Entry
+from store.index import Index
 from uplink.upload import Uploader
 
 

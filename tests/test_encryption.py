@@ -31,11 +31,9 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hw.camera_sim import SimulatedCamera
-from hw.media import AudioFormat, EncodedPacket, VideoFormat
-from hw.microphone import tone_packets
-from recorder import fmp4
-from recorder.encryption import (
+from evidence.certs import chain_pem
+from evidence.ledger import LEDGER_FILE, Entry
+from evidence.records import (
     HEADER_KEYS,
     MAGIC,
     MAX_RECORD_PLAINTEXT,
@@ -48,13 +46,16 @@ from recorder.encryption import (
     generate_agency_key,
     read_preamble,
 )
+from hw.camera_sim import SimulatedCamera
+from hw.media import AudioFormat, EncodedPacket, VideoFormat
+from hw.microphone import tone_packets
+from recorder import fmp4
 from recorder.fmp4 import SegmentWriter
-from recorder.index import Index
 from recorder.recovery import recover
 from signer.c2pa_embed import read_validation
-from signer.identity import chain_pem, issue_device_cert, make_dev_ca
+from signer.identity import issue_device_cert, make_dev_ca
 from signer.keys import KeySpec, init_key
-from signer.ledger import LEDGER_FILE, Entry
+from store.index import Index
 
 
 # --- the format, in memory -------------------------------------------------------------
@@ -409,7 +410,7 @@ def data_keys(unit: Unit) -> list[bytes]:
     """Each segment's data key, unwrapped with the agency key (as only the centre can)."""
     from cryptography.hazmat.primitives import hpke
 
-    from recorder.encryption import KEMS, _info
+    from evidence.records import KEMS, _info
 
     agency = AgencyKey.load(unit.agency_key)
     keys = []

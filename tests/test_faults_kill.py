@@ -40,8 +40,8 @@ from faultkit import (
     wait_killed,
 )
 
-from recorder.boxes import iter_boxes, whole_fragment_prefix
-from signer.ledger import HEAD_FILE, LEDGER_FILE
+from evidence.ledger import HEAD_FILE, LEDGER_FILE
+from evidence.parts import iter_boxes, whole_fragment_prefix
 
 pytestmark = pytest.mark.skipif(STRACE is None, reason="strace is not installed")
 

@@ -4,7 +4,7 @@ Each parser either returns a value or refuses with its own error, naming what wa
 nothing else escapes: the configuration (``firmware_py.config.parse``/``load``), the
 card roster (``Roster.parse``), commands from the centre (``CommandVerifier.verify``),
 ledger lines (``Entry.from_line``), a whole evidence directory whose ledger was mangled
-(``signer.verify.verify`` names the damage, and never calls a changed entry intact), and
+(``evidence.verify.verify`` names the damage, and never calls a changed entry intact), and
 the control socket of a running unit (it answers every line and goes on recording).
 Hypothesis runs derandomized: the same inputs on every run.
 """
@@ -25,14 +25,14 @@ from faultkit import InProcessUnit, Tally, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evidence.envelope import b64
+from evidence.ledger import LEDGER_FILE, Entry, Ledger, Stamp, key_id
+from evidence.verify import verify
 from firmware_py.config import ConfigError, load, parse
 from firmware_py.roster import Roster, RosterError
-from signer.envelope import b64
+from protocol.schemas import schema_text
 from signer.keys import KeySpec, open_backend
-from signer.ledger import LEDGER_FILE, Entry, Ledger, Stamp, key_id
-from signer.verify import verify
 from uplink.commands import CommandRefused, CommandVerifier, SeenNonces, make_command, sign_command
-from uplink.schemas import schema_text
 from uplink.store import Store
 
 EXAMPLES = int(os.environ.get("LIUHEN_FUZZ_EXAMPLES", "300"))

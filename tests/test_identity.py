@@ -23,6 +23,7 @@ from keyfixtures import (  # noqa: F401  (fixtures)
     swtpm_fixture,
 )
 
+from evidence import certs
 from signer import identity
 from signer.c2pa_embed import (
     C2paEmbedError,
@@ -110,7 +111,7 @@ def test_device_cert_has_the_c2pa_profile_and_verifies(
     )
     assert cert.not_valid_after_utc - cert.not_valid_before_utc >= datetime.timedelta(days=3650)
 
-    chain = identity.verify_device_chain(cert, [dev_ca.intermediate_cert], [dev_ca.root_cert])
+    chain = certs.verify_device_chain(cert, [dev_ca.intermediate_cert], [dev_ca.root_cert])
     assert chain == [cert, dev_ca.intermediate_cert, dev_ca.root_cert]
 
 
@@ -119,13 +120,13 @@ def test_chain_verification_names_failures(device_backend: KeyBackend, tmp_path:
     other = identity.make_dev_ca(tmp_path / "other-ca")
     cert = identity.issue_device_cert(device_backend, "unit-0001", ca.directory, days=30)
     with pytest.raises(VerificationError, match="candidates exhausted"):
-        identity.verify_device_chain(cert, [ca.intermediate_cert], [other.root_cert])
+        certs.verify_device_chain(cert, [ca.intermediate_cert], [other.root_cert])
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=40)
     with pytest.raises(VerificationError, match="not valid at validation time"):
-        identity.verify_device_chain(cert, [ca.intermediate_cert], [ca.root_cert], at=later)
+        certs.verify_device_chain(cert, [ca.intermediate_cert], [ca.root_cert], at=later)
     # A CA certificate is not a device certificate.
     with pytest.raises(VerificationError, match=r"must be CA:FALSE"):
-        identity.verify_device_chain(ca.intermediate_cert, [], [ca.root_cert])
+        certs.verify_device_chain(ca.intermediate_cert, [], [ca.root_cert])
 
 
 def test_device_cert_may_not_outlive_the_intermediate(
@@ -160,9 +161,9 @@ def test_self_signed_device_cert(device_backend: KeyBackend) -> None:
 def test_fingerprint_and_chain_pem(dev_ca: DevCA) -> None:
     root = dev_ca.root_cert
     der = root.public_bytes(serialization.Encoding.DER)
-    assert identity.fingerprint(root) == hashlib.sha256(der).hexdigest()
-    pem = identity.chain_pem(dev_ca.intermediate_cert, root)
-    assert identity.load_chain_pem(pem) == [dev_ca.intermediate_cert, root]
+    assert certs.fingerprint(root) == hashlib.sha256(der).hexdigest()
+    pem = certs.chain_pem(dev_ca.intermediate_cert, root)
+    assert certs.load_chain_pem(pem) == [dev_ca.intermediate_cert, root]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +195,7 @@ def test_c2pa_round_trip(
     device_backend: KeyBackend, dev_ca: DevCA, fmp4: Path, tmp_path: Path
 ) -> None:
     cert = identity.issue_device_cert(device_backend, "unit-0001", dev_ca.directory)
-    chain = identity.chain_pem(cert, dev_ca.intermediate_cert)
+    chain = certs.chain_pem(cert, dev_ca.intermediate_cert)
     signed = tmp_path / "signed.mp4"
     embed_manifest(fmp4, signed, device_backend, chain, CLAIM)
 
@@ -219,7 +220,7 @@ def test_c2pa_refusals(
     device_backend: KeyBackend, dev_ca: DevCA, fmp4: Path, tmp_path: Path
 ) -> None:
     cert = identity.issue_device_cert(device_backend, "unit-0001", dev_ca.directory)
-    chain = identity.chain_pem(cert, dev_ca.intermediate_cert)
+    chain = certs.chain_pem(cert, dev_ca.intermediate_cert)
     existing = tmp_path / "existing.mp4"
     existing.write_bytes(b"evidence")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
@@ -240,7 +241,7 @@ def test_c2pa_refusals(
     self_signed = identity.self_signed_device_cert(device_backend, "unit-0001")
     with pytest.raises(C2paEmbedError, match="the device certificate is self-signed"):
         embed_manifest(
-            fmp4, tmp_path / "b.mp4", device_backend, identity.chain_pem(self_signed), CLAIM
+            fmp4, tmp_path / "b.mp4", device_backend, certs.chain_pem(self_signed), CLAIM
         )
 
     # A key that fails while c2pa is signing: the real reason comes out, no file is left.

@@ -12,7 +12,7 @@ from typing import Any
 from conftest import Daemon, liuhen, write_config
 from faultkit import errors, verify
 
-from signer.ledger import LEDGER_FILE, Entry
+from evidence.ledger import LEDGER_FILE, Entry
 
 
 def entries(data: Path) -> list[Entry]:

@@ -13,13 +13,19 @@ from conftest import decode_errors, ffprobe, stream_spans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evidence.parts import (
+    StreamingPartHasher,
+    WrittenSegment,
+    hash_parts,
+    iter_boxes,
+    whole_fragment_prefix,
+)
 from hw.camera_sim import SimulatedCamera
 from hw.media import AudioFormat, EncodedPacket, VideoFormat
 from hw.microphone import tone_packets
-from recorder.boxes import StreamingPartHasher, hash_parts, iter_boxes, whole_fragment_prefix
-from recorder.fmp4 import SegmentWriter, WrittenSegment
-from recorder.index import Index
+from recorder.fmp4 import SegmentWriter
 from recorder.recovery import recover
+from store.index import Index
 
 ORIGIN = 5_000_000_000  # a monotonic time, as on a unit that has been up for a while
 RATE = 16000

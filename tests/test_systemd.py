@@ -188,7 +188,8 @@ def test_every_system_call_of_a_recording_passes_the_filter_and_c2pa_works_witho
     """The daemon records, seals, embeds C2PA and signs under strace (which lists every
     system call it makes) and with W^X memory enforced by the kernel (PR_SET_MDWE, what
     MemoryDenyWriteExecute=yes asks for): each call must pass the unit's filter."""
-    from signer.identity import chain_pem, issue_device_cert, make_dev_ca
+    from evidence.certs import chain_pem
+    from signer.identity import issue_device_cert, make_dev_ca
     from signer.keys import KeySpec, init_key
 
     key = tmp_path / "device.key"

@@ -15,8 +15,8 @@ from mqttfixtures import PREFIX, Observer, running_broker, wait_for
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from evidence.ledger import LEDGER_FILE
 from signer.keys import KeySpec, init_key
-from signer.ledger import LEDGER_FILE
 from uplink.commands import make_command, sign_command
 
 DEVICE = "test-unit"

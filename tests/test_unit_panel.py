@@ -21,11 +21,11 @@ from conftest import ROOT, write_config
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from test_panel import expected_looks, observed
 
+from evidence.ledger import LEDGER_FILE
 from firmware_py.config import load
 from firmware_py.daemon import Daemon
 from firmware_py.view import LogView
 from hw.panel import PATTERNS, REFERENCE_PINS, Indication
-from signer.ledger import LEDGER_FILE
 
 PINS = REFERENCE_PINS
 ROSTER = """

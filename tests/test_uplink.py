@@ -36,9 +36,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from signer.identity import fingerprint, load_chain_pem
+from evidence.certs import fingerprint, load_chain_pem
+from protocol import schemas
 from signer.keys import KeySpec, init_key
-from uplink import schemas
 from uplink.client import Uplink, UplinkSettings
 from uplink.commands import COMMAND_TYPE, make_command, sign_command
 
@@ -390,7 +390,7 @@ def test_the_shipped_broker_config_refuses_a_client_without_a_certificate(tmp_pa
 
 def test_status_and_entries_carry_valid_base64_of_the_ledger(rig: Rig) -> None:
     """The centre can verify an entry from the MQTT message alone."""
-    from signer.ledger import Entry
+    from evidence.ledger import Entry
 
     rig.start_uplink()
     rig.publish(2)

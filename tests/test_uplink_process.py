@@ -19,7 +19,7 @@ from mqttfixtures import (
     uplink_process,
 )
 
-from uplink import schemas
+from protocol import schemas
 
 DEVICE = "unit-5"
 

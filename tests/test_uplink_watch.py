@@ -13,8 +13,8 @@ from pathlib import Path
 from mqttfixtures import SignedLedger, running_broker, wait_for
 
 from central.watch import Fleet, Trust, add_parser, render, run_watch
-from signer.envelope import b64
-from signer.identity import load_chain_pem
+from evidence.certs import load_chain_pem
+from evidence.envelope import b64
 from uplink.client import Uplink, UplinkSettings
 
 PREFIX = "liuhen/v1"

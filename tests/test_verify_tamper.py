@@ -18,9 +18,9 @@ import pytest
 from conftest import ROOT, Daemon, RecordedData, liuhen, token_unit
 from keyfixtures import SoftHsm, softhsm_fixture  # noqa: F401
 
+from evidence.ledger import LEDGER_FILE, Entry, Ledger
 from signer.c2pa_embed import read_validation
 from signer.keys import KeySpec, init_key
-from signer.ledger import LEDGER_FILE, Entry, Ledger
 from signer.sealer import stamp_now
 
 

@@ -44,9 +44,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from evidence.certs import fingerprint, load_chain_pem
+from evidence.ledger import key_id
 from hw.clock import clock_synced
-from signer.identity import fingerprint, load_chain_pem
-from signer.ledger import key_id
+from protocol.topics import DEFAULT_PREFIX, Topics, check_device_id, check_prefix
 from uplink import payloads
 from uplink.commands import (
     UPLINK_COMMANDS,
@@ -58,7 +59,6 @@ from uplink.commands import (
 )
 from uplink.outbox import Outbox, Queued
 from uplink.store import Store
-from uplink.topics import DEFAULT_PREFIX, Topics, check_device_id, check_prefix
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signer.envelope import Signed, canonical, sign
+from evidence.envelope import Signed, canonical, sign
+from evidence.ledger import key_id
+from protocol import schemas
 from signer.keys import KeyBackend
-from signer.ledger import key_id
-from uplink import schemas
 from uplink.store import Store
 
 COMMAND_TYPE = "application/vnd.liuhen.command.v1+json"

@@ -2,7 +2,7 @@
 
 Owns: building birth, death, status and reply documents, version 1, from the daemon's
 status dict and the uplink's own state, so that each one matches its schema in
-uplink/schemas/. Must not: publish, or read anything from disk or the network.
+protocol/schemas/. Must not: publish, or read anything from disk or the network.
 
 The daemon's status dict is read leniently (it grows over time): a missing or
 wrongly typed field becomes null rather than an invalid heartbeat.

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from protocol.upload import UPLOAD_PATH
+
 log = logging.getLogger(__name__)
 
-UPLOAD_PATH = "/v1/uploads/"  # + <sha256>?segment=<name>; see docs/CENTRAL.md
 PRIORITY_KINDS = ("mark", "credential_shown")
 PROGRESS_FILE = "upload.sqlite"
 _SCHEMA = """
@@ -172,7 +173,7 @@ class Uploader:
     def candidates(self) -> list[Candidate]:
         """Sealed segments with a ledger entry, not yet acknowledged or refused, marked
         ones first, then in ledger order."""
-        from signer.ledger import Entry
+        from evidence.ledger import Entry
 
         index = sqlite3.connect(self.index_path, timeout=10)
         try:

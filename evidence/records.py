@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recorder.boxes import Part
+from evidence.parts import Part
 
 MAGIC = b"LIUHENC1"
 FORMAT_VERSION = 1
@@ -327,7 +327,7 @@ class RecordPartHasher:
     """Splits the bytes of an encrypted file into parts as they stream past: part 0 is
     the preamble (magic, length, header), part *k* the *k*-th record with its length.
 
-    Same interface as ``recorder.boxes.StreamingPartHasher``; needs no key.
+    Same interface as ``evidence.parts.StreamingPartHasher``; needs no key.
     ``whole_end`` is where the last whole part ends (a recovery cuts there).
     """
 

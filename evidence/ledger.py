@@ -29,9 +29,8 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from recorder.fmp4 import fsync_dir
-from signer.envelope import Signed, b64, canonical, sha256_hex, sign, unb64
-from signer.keys import KeyBackend
+from evidence.durable import fsync_dir
+from evidence.envelope import DigestSigner, Signed, b64, canonical, sha256_hex, sign, unb64
 
 FORMAT_VERSION = 1
 ENTRY_TYPE = "application/vnd.liuhen.ledger-entry.v1+json"
@@ -151,7 +150,7 @@ class Stamp:
 class Ledger:
     """The single writer of one device's ledger in ``directory`` (the evidence dir)."""
 
-    def __init__(self, directory: Path, device_id: str, backend: KeyBackend) -> None:
+    def __init__(self, directory: Path, device_id: str, backend: DigestSigner) -> None:
         self.directory = directory
         self.path = directory / LEDGER_FILE
         self.device_id = device_id

@@ -23,11 +23,19 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from recorder.boxes import StreamingPartHasher
-from recorder.encryption import EncryptionError, RecordPartHasher
-from signer.envelope import Signed, sha256_hex
-from signer.identity import load_chain_pem, verify_device_chain
-from signer.ledger import CERT_FILE, GENESIS_PREV, HEAD_FILE, HEAD_TYPE, LEDGER_FILE, Entry, key_id
+from evidence.certs import load_chain_pem, verify_device_chain
+from evidence.envelope import Signed, sha256_hex
+from evidence.ledger import (
+    CERT_FILE,
+    GENESIS_PREV,
+    HEAD_FILE,
+    HEAD_TYPE,
+    LEDGER_FILE,
+    Entry,
+    key_id,
+)
+from evidence.parts import StreamingPartHasher
+from evidence.records import EncryptionError, RecordPartHasher
 
 Severity = Literal["error", "warning", "notice"]
 CHUNK = 1 << 20

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signer.ledger import CERT_FILE, HEAD_FILE, LEDGER_FILE, Entry
-from signer.verify import find_evidence_dir
+from evidence.ledger import CERT_FILE, HEAD_FILE, LEDGER_FILE, Entry
+from evidence.verify import find_evidence_dir
 
 README = """\
 liuhen evidence export

@@ -15,7 +15,8 @@ import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +175,21 @@ class StreamingPartHasher:
             raise ValueError("stream ended inside a box")
         self._close_part(self.position)
         return list(self.parts)
+
+
+@dataclass
+class WrittenSegment:
+    """What a sealed file holds: its hashes, parts and media span (µs on the timeline)."""
+
+    path: Path
+    size: int
+    sha256: str
+    parts: list[Part]
+    # None where the unit cannot know: an encrypted file recovered after a power cut
+    media_start_us: int | None
+    media_end_us: int | None
+    video_frames: int | None
+    audio_frames: int | None
+    # For a file encrypted at rest: KEM, recipient, records and the plaintext's hashes
+    # (``None`` in "plaintext" when a power cut left them unknown to the unit).
+    encryption: dict[str, Any] | None = None

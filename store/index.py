@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from recorder.fmp4 import WrittenSegment
+from evidence.parts import WrittenSegment
 
 SCHEMA_VERSION = 2  # 2: segments.encryption
 

@@ -1,4 +1,4 @@
-"""The JSON Schemas of every MQTT payload (uplink/schemas/*.json), loaded by jsonschema.
+"""The JSON Schemas of every MQTT payload (protocol/schemas/*.json), loaded by jsonschema.
 
 Owns: finding the packaged schema files, resolving their shared definitions
 (``defs.schema.json``) through a ``referencing`` registry, and checking a document
@@ -30,7 +30,7 @@ class SchemaError(ValueError):
 
 def schema_text(name: str) -> str:
     """The schema file's text, e.g. for docs or for a centre written in another language."""
-    return resources.files("uplink").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
+    return resources.files("protocol").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
 
 
 @cache

@@ -15,14 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from signer.keys import KeyBackend
 
 
 def canonical(obj: Any) -> bytes:
@@ -93,6 +91,18 @@ class Signed:
         return True
 
 
-def sign(backend: KeyBackend, keyid: str, payload_type: str, payload: bytes) -> Signed:
+class DigestSigner(Protocol):
+    """What signs an envelope: a key that signs a SHA-256 digest with ECDSA P-256 and
+    returns the DER signature (signer.keys' backends are these; so is a test key)."""
+
+    @property
+    def protection(self) -> str: ...
+
+    def public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def sign_digest(self, digest: bytes) -> bytes: ...
+
+
+def sign(backend: DigestSigner, keyid: str, payload_type: str, payload: bytes) -> Signed:
     digest = hashlib.sha256(pae(payload_type, payload)).digest()
     return Signed(payload_type, payload, keyid, backend.sign_digest(digest))
