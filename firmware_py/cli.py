@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
-from central import cli as central_cli
 from firmware_py import __version__, ctl_cli, evidence_cli, keys_cli
 from firmware_py.config import ConfigError, load, render_markdown
 from firmware_py.daemon import (
@@ -27,8 +28,8 @@ from firmware_py.daemon import (
     DataDirError,
 )
 from hw.media import DeviceError
-from recorder.index import IndexUnavailable
 from signer.keys import KeyBackendError
+from store.index import IndexUnavailable
 
 log = logging.getLogger("liuhen")
 
@@ -118,6 +119,19 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_installed_commands(sub: Any) -> None:
+    """Commands other installed parts of liuhen add (``liuhen central`` where the centre
+    is installed too), found by the ``liuhen.commands`` entry point: the unit never
+    imports them by name, and a unit without them is whole."""
+    for entry_point in entry_points(group="liuhen.commands"):
+        try:
+            register = entry_point.load()
+        except ImportError as exc:  # installed without its dependencies: say so, go on
+            log.debug("liuhen %s is not available: %s", entry_point.name, exc)
+            continue
+        register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liuhen", description="Evidence recorder (留痕).")
     parser.add_argument("--version", action="version", version=f"liuhen {__version__}")
@@ -161,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_cli.add_parsers(sub)
     keys_cli.add_parser(sub)
     evidence_cli.add_parser(sub)
-    central = sub.add_parser("central", help="tools for the central monitoring staff")
-    central_cli.add_parsers(central.add_subparsers(dest="central_command", required=True))
+    _add_installed_commands(sub)
 
     devices = sub.add_parser("devices", help="list PortAudio input devices")
     devices.set_defaults(func=_cmd_devices)
