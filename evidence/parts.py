@@ -106,6 +106,33 @@ def hash_parts(f: BinaryIO, boxes: list[Box], length: int) -> list[Part]:
     return parts
 
 
+@dataclass(frozen=True)
+class FileHashes:
+    """A segment file as the ledger commits to it: its size, SHA-256 and parts."""
+
+    size: int
+    sha256: str
+    parts: list[Part]
+
+
+def hash_segment_file(path: Path, length: int | None = None) -> FileHashes:
+    """Hash the first ``length`` bytes (default: all) of a plain fragmented-MP4 file:
+    the whole and each part."""
+    size = path.stat().st_size if length is None else length
+    with open(path, "rb") as f:
+        parts = hash_parts(f, list(iter_boxes(f, size)), size)
+        f.seek(0)
+        whole = hashlib.sha256()
+        remaining = size
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise OSError(f"{path}: shorter than {size} bytes")
+            whole.update(chunk)
+            remaining -= len(chunk)
+    return FileHashes(size, whole.hexdigest(), parts)
+
+
 class StreamingPartHasher:
     """Hashes bytes as they are written, split into the init part and fragments.
 

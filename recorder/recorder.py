@@ -30,7 +30,7 @@ from recorder.fmp4 import SegmentWriter
 from recorder.interleave import Interleaver
 from recorder.recovery import recover_part
 from recorder.ring import PreEventRing
-from store.index import Index
+from store.index import RecordingJournal, open_recording_journal
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Recorder:
         self._last_sync_us: int | None = None
         self._ring_s = 0.0
         self._thread: threading.Thread | None = None
-        self._index: Index | None = None
+        self._index: RecordingJournal | None = None
 
     # --- public API (any thread) -------------------------------------------------------
     def sink(self, packet: EncodedPacket) -> None:
@@ -190,7 +190,7 @@ class Recorder:
             log.exception("event subscriber failed on %s", kind)
 
     def _run(self) -> None:
-        self._index = Index.open(self._index_path)
+        self._index = open_recording_journal(self._index_path)
         try:
             while True:
                 try:

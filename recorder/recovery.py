@@ -8,7 +8,6 @@ Must not: guess media that is not on disk.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from typing import Any
 import av
 
 from evidence.durable import fsync_dir
-from evidence.parts import WrittenSegment, hash_parts, iter_boxes, whole_fragment_prefix
+from evidence.parts import WrittenSegment, hash_segment_file, iter_boxes, whole_fragment_prefix
 from evidence.records import EncryptionError, RecordPartHasher, read_preamble
 from hw.clock import ClockReading, utc_iso
-from store.index import Index
+from store.index import Index, RecordingJournal
 
 log = logging.getLogger(__name__)
 ENCRYPTED_SUFFIX = ".enc"
@@ -91,12 +90,7 @@ def read_encrypted_segment(path: Path, row: dict[str, Any] | None) -> WrittenSeg
 
 def read_segment(path: Path, length: int | None = None) -> WrittenSegment:
     """Hashes and media span of a finished (or cut) plain segment file."""
-    size = path.stat().st_size if length is None else length
-    with open(path, "rb") as f:
-        boxes = list(iter_boxes(f, size))
-        parts = hash_parts(f, boxes, size)
-        f.seek(0)
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    hashes = hash_segment_file(path, length)
     try:
         span: MediaSpan | None = probe_media(path)
     except (av.error.FFmpegError, ValueError) as exc:  # hashed all the same; media unknown
@@ -104,9 +98,9 @@ def read_segment(path: Path, length: int | None = None) -> WrittenSegment:
         span = None
     return WrittenSegment(
         path=path,
-        size=size,
-        sha256=digest,
-        parts=parts,
+        size=hashes.size,
+        sha256=hashes.sha256,
+        parts=hashes.parts,
         media_start_us=span.start_us if span else None,
         media_end_us=span.end_us if span else None,
         video_frames=span.video_frames if span else None,
@@ -179,7 +173,7 @@ def read_any_segment(path: Path, row: dict[str, Any] | None) -> WrittenSegment:
     return written
 
 
-def recover_part(part: Path, index: Index) -> Recovered:
+def recover_part(part: Path, index: RecordingJournal) -> Recovered:
     """Cut one ``.part`` file at its last whole fragment and seal it as recovered."""
     final = part.with_name(part.name.removesuffix(".part"))
     keep, has_media = _whole_prefix(part)

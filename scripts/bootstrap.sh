@@ -48,7 +48,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 extras="dev,tpm"
-[ -d /usr/lib/python3/dist-packages/picamera2 ] && extras="tpm,c2pa"
+[ -d /usr/lib/python3/dist-packages/picamera2 ] && extras="unit,tpm,c2pa"  # a unit: no centre, no test tools
 echo "bootstrap: installing liuhen[$extras] into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true

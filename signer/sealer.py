@@ -25,10 +25,10 @@ from typing import Any
 from evidence.certs import fingerprint, load_chain_pem
 from evidence.durable import fsync_dir
 from evidence.ledger import CERT_FILE, LEDGER_FILE, Entry, Ledger, LedgerError, Stamp, iter_lines
+from evidence.parts import hash_segment_file
 from hw.clock import ClockReading, boot_id, clock_synced, utc_iso
-from recorder.recovery import read_segment
 from signer.keys import KeyBackend, KeyBackendError, KeySpec, open_backend
-from store.index import Index
+from store.index import SealingQueue, open_sealing_queue
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Sealer:
             self._status = replace(self._status, **changes)
 
     def _run(self) -> None:
-        index = Index.open(self._index_path)
+        index = open_sealing_queue(self._index_path)
         backend: KeyBackend | None = None
         ledger: Ledger | None = None
         try:
@@ -171,7 +171,7 @@ class Sealer:
                 backend.close()
             index.close()
 
-    def _fault(self, index: Index, error: str) -> None:
+    def _fault(self, index: SealingQueue, error: str) -> None:
         try:
             backlog = index.pending_count()
         except sqlite3.Error:  # the index itself is what failed: keep the last count
@@ -182,7 +182,7 @@ class Sealer:
             )
         self._set(state="fault", error=error, backlog=backlog)
 
-    def _open_ledger(self, index: Index, backend: KeyBackend) -> Ledger:
+    def _open_ledger(self, index: SealingQueue, backend: KeyBackend) -> Ledger:
         self._install_certificate(backend)
         self._backend = backend
         ledger = Ledger(self.evidence_dir, self.device_id, backend)
@@ -192,7 +192,7 @@ class Sealer:
             self._append(index, ledger, "genesis", self._genesis_body(backend), ref=None)
         return ledger
 
-    def _replay(self, index: Index) -> None:
+    def _replay(self, index: SealingQueue) -> None:
         """Hand the subscriber, in order, every entry it has not had (a power cut can fall
         between the ledger's fsync and the subscriber's own)."""
         after = self._replay_after()
@@ -241,7 +241,7 @@ class Sealer:
             }
         }
 
-    def _reconcile(self, index: Index, ledger: Ledger) -> None:
+    def _reconcile(self, index: SealingQueue, ledger: Ledger) -> None:
         """Index every ledger line the index has not seen (power failed in between)."""
         last = index.last_entry()
         start = 0 if last is None else last["offset"] + len(last["line"].encode()) + 1
@@ -266,7 +266,7 @@ class Sealer:
 
     def _append(
         self,
-        index: Index,
+        index: SealingQueue,
         ledger: Ledger,
         kind: str,
         body: dict[str, Any],
@@ -288,14 +288,14 @@ class Sealer:
         except Exception:
             log.exception("entry subscriber failed on entry %d", entry.seq)
 
-    def _seal_pending(self, index: Index, ledger: Ledger) -> None:
+    def _seal_pending(self, index: SealingQueue, ledger: Ledger) -> None:
         while pending := index.pending_events(20):
             self._set(backlog=index.pending_count())
             for event in pending:
                 self._seal_one(index, ledger, event)
         self._set(backlog=0)
 
-    def _seal_one(self, index: Index, ledger: Ledger, event: dict[str, Any]) -> None:
+    def _seal_one(self, index: SealingQueue, ledger: Ledger, event: dict[str, Any]) -> None:
         if event["kind"] != "segment_sealed":
             body = {
                 "event": {
@@ -325,7 +325,9 @@ class Sealer:
             index, ledger, "segment", segment_body(row, context), ref=event["id"], file=name
         )
 
-    def _embed_c2pa(self, index: Index, ledger: Ledger, row: dict[str, Any]) -> dict[str, Any]:
+    def _embed_c2pa(
+        self, index: SealingQueue, ledger: Ledger, row: dict[str, Any]
+    ) -> dict[str, Any]:
         """Put a C2PA manifest signed by the device key into the file, before the ledger
         commits to it. The media fragments must come out byte for byte the same."""
         from signer.c2pa_embed import C2paEmbedError, embed_manifest, segment_claim
@@ -351,7 +353,7 @@ class Sealer:
         except C2paEmbedError as exc:
             log.warning("sealer: %s sealed without C2PA: %s", row["name"], exc)
             return row
-        written = read_segment(new)
+        written = hash_segment_file(new)
         before = json.loads(row["parts"])[1:]
         if [p.sha256 for p in written.parts[1:]] != [p[2] for p in before]:
             new.unlink()
@@ -362,7 +364,7 @@ class Sealer:
         os.chmod(new, 0o444)
         os.replace(new, path)
         fsync_dir(self.evidence_dir)
-        index.update_segment_file(row["name"], replace(written, path=path), c2pa=True)
+        index.update_segment_file(row["name"], written, c2pa=True)
         updated = index.segment(row["name"])
         assert updated is not None
         return updated

@@ -5,6 +5,10 @@ synchronous=FULL so a committed row survives a power cut). Must not: hold media,
 the only copy of anything a verifier needs (the evidence files and, later, the ledger
 files beside them are the truth; the index makes them quick to find).
 
+Interfaces: the recorder sees it as a ``RecordingJournal``, the sealer as a
+``SealingQueue`` (each opened by its own thread with ``open_recording_journal`` /
+``open_sealing_queue``); recovery, rebuild and the daemon use the whole ``Index``.
+
 A segment row is written *before* its file is created (state ``open``) and updated when
 the file is sealed (``sealed``) or recovered after a crash (``recovered``): an intent
 journal, so recovery knows what was in flight.
@@ -15,13 +19,76 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlite_utils import Database
 
-from evidence.parts import WrittenSegment
+from evidence.parts import FileHashes, WrittenSegment
 
 SCHEMA_VERSION = 2  # 2: segments.encryption
+
+
+class RecordingJournal(Protocol):
+    """What the recorder may do with the index: journal recordings and segments, before
+    and after each file is written (recorder/recorder.py)."""
+
+    def begin_recording(self, trigger: str, started_at: str) -> int: ...
+
+    def end_recording(self, recording_id: int, reason: str, stopped_at: str) -> None: ...
+
+    def add_open_segment(self, **fields: Any) -> int: ...
+
+    def close_segment(
+        self, name: str, written: WrittenSegment, state: str, wall_end: str
+    ) -> dict[str, Any]: ...
+
+    def segment(self, name: str) -> dict[str, Any] | None: ...
+
+    def set_state(self, name: str, state: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SealingQueue(Protocol):
+    """What the sealer may do with the index: take journaled events in order, read the
+    segment rows they name, and record where each ledger entry is (signer/sealer.py)."""
+
+    def pending_events(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def pending_count(self) -> int: ...
+
+    def segment(self, name: str) -> dict[str, Any] | None: ...
+
+    def entry_for_segment(self, name: str) -> int | None: ...
+
+    def mark_event(self, event_id: int, seq: int) -> None: ...
+
+    def record_entry(
+        self,
+        seq: int,
+        kind: str,
+        hash_: str,
+        offset: int,
+        line: str,
+        ref: int | None,
+        segment: str | None = None,
+    ) -> None: ...
+
+    def entries_after(self, seq: int) -> list[dict[str, Any]]: ...
+
+    def last_entry(self) -> dict[str, Any] | None: ...
+
+    def update_segment_file(self, name: str, written: FileHashes, c2pa: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_recording_journal(path: Path) -> RecordingJournal:
+    return Index.open(path)
+
+
+def open_sealing_queue(path: Path) -> SealingQueue:
+    return Index.open(path)
 
 
 class IndexUnavailable(RuntimeError):
@@ -233,7 +300,7 @@ class Index:
         rows = list(self.db.query("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1"))
         return rows[0] if rows else None
 
-    def update_segment_file(self, name: str, written: WrittenSegment, c2pa: bool) -> None:
+    def update_segment_file(self, name: str, written: FileHashes, c2pa: bool) -> None:
         """The file was rewritten before it entered the ledger (C2PA manifest embedded)."""
         self.db.execute(
             "UPDATE segments SET bytes = ?, sha256 = ?, parts = ?, c2pa = ? WHERE name = ?",
