@@ -1,5 +1,6 @@
 # make demo  — install what is missing, then record on simulated hardware with a live view
 # make test  — install what is missing, lint, then run the whole suite
+# make test-loaded — the same suite beside a CPU and disk load
 # make bench — performance figures against ffmpeg/openssl baselines (docs/PERFORMANCE.md)
 SHELL := /bin/bash
 VENV := .venv
@@ -9,7 +10,7 @@ DEMO_DATA ?= build/demo-data
 DEMO_SECONDS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint deps bench clean docs
+.PHONY: demo test test-loaded lint deps bench clean docs
 
 deps: $(STAMP)
 
@@ -41,6 +42,11 @@ lint: deps
 
 test: lint
 	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+# The suite beside a CPU hog per core and a disk hog that writes and fsyncs: tests must
+# wait on events, not on an idle machine's timing (docs/PERFORMANCE.md).
+test-loaded: lint
+	$(BIN)/python -m bench.load -- $(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
 
 bench: deps
 	$(BIN)/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
