@@ -149,7 +149,7 @@ def _index_entry(index: Index, entry: Entry, offset: int, line: str, report: Reb
     event_row: dict[str, Any] | None = None
     if entry.kind == "segment" and isinstance(body.get("segment"), dict):
         seg = body["segment"]
-        index.db.table("segments").insert(_segment_row(seg))
+        index.insert("segments", _segment_row(seg))
         report.segments += 1
         if isinstance(seg.get("recording"), int):
             recordings.setdefault(seg["recording"], {"started_at": seg.get("wall_start")})
@@ -171,7 +171,7 @@ def _index_entry(index: Index, entry: Entry, offset: int, line: str, report: Reb
                 stopped_at=event.get("at"), stop_reason=detail.get("reason")
             )
     if event_row is not None and entry.ref is not None:
-        index.db.table("events").insert({"id": entry.ref, **event_row, "ledger_seq": entry.seq})
+        index.insert("events", {"id": entry.ref, **event_row, "ledger_seq": entry.seq})
         report.events += 1
     index.record_entry(
         entry.seq, entry.kind, entry.hash, offset, line, entry.ref, entry.segment_name
@@ -210,7 +210,7 @@ def _reserve_recording_numbers(index: Index, evidence: Path, old: DamagedIndex) 
     }
     numbers |= {r["recording_id"] for r in old.segments.values() if isinstance(r.get("recording_id"), int)}  # fmt: skip
     for number in sorted(numbers):
-        index.db.table("recordings").insert({"id": number, "stop_reason": "interrupted"}, ignore=True)  # fmt: skip
+        index.insert("recordings", {"id": number, "stop_reason": "interrupted"}, "IGNORE")  # fmt: skip
 
 
 def _unique_aside(index: Path) -> Path:
@@ -246,7 +246,7 @@ def rebuild(data: DataDir) -> Rebuilt:
                 _index_entry(index, entry, offset, line, report, recordings)
             for rid, rec in sorted(recordings.items()):
                 stopped = {"stop_reason": "interrupted"} if "stop_reason" not in rec else {}
-                index.db.table("recordings").insert({"id": rid, **rec, **stopped}, replace=True)
+                index.insert("recordings", {"id": rid, **rec, **stopped}, "REPLACE")
             report.recordings = len(recordings)
             _reserve_recording_numbers(index, data.evidence, old)
             _index_unsigned_files(index, data.evidence, old, report)
@@ -259,7 +259,7 @@ def rebuild(data: DataDir) -> Rebuilt:
             clock = ClockReading.now()  # the rebuild itself is signed, for the auditor
             index.add_event("index_rebuilt", clock.monotonic_us,
                             utc_iso(clock.wall_for(clock.monotonic_us)), report.to_json())  # fmt: skip
-            index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            index.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             index.close()
         with open(building, "rb+") as f:

@@ -239,5 +239,5 @@ def recover(evidence_dir: Path, index: Index) -> list[Recovered]:
                     "media_end_us": r.media_end_us,
                 },
             )
-        index.db.execute("UPDATE recordings SET stop_reason='interrupted' WHERE stopped_at IS NULL")
+        index.execute("UPDATE recordings SET stop_reason='interrupted' WHERE stopped_at IS NULL")
     return results

@@ -35,12 +35,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def _ledgered_segments(data: Path, recording: int) -> list[str]:
     index = Index.open(data / "index.sqlite")
     try:
-        rows = index.db.execute(
+        rows = index.execute(
             "SELECT s.name FROM segments s JOIN ledger l ON l.segment = s.name "
             "WHERE s.recording_id = ? ORDER BY s.seq", [recording]).fetchall()  # fmt: skip
     finally:
         index.close()
-    return [r[0] for r in rows]
+    return [r["name"] for r in rows]
 
 
 def _browse(url: str, profile: Path, shot: Path) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def _unit_data(directory: Path, unit: Any, files: dict[str, bytes], marked: str)
     for seq, (name, data) in enumerate(files.items(), start=1):
         (evidence / name).write_bytes(data)
         entry_seq, line = append_segment(unit, name, data, seq=seq)
-        index.db["segments"].insert({"name": name, "recording_id": 1, "seq": seq, "state": "sealed",
+        index.insert("segments", {"name": name, "recording_id": 1, "seq": seq, "state": "sealed",
                                      "bytes": len(data)})  # fmt: skip
         index.record_entry(entry_seq, "segment", "", 0, line.decode().rstrip("\n"), None, name)
         if name == marked:
