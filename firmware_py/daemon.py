@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evidence.ledger import Entry
 from evidence.records import EncryptionError, Recipient
@@ -44,7 +44,6 @@ from firmware_py.devices import (
 from firmware_py.sdnotify import Notifier, ServiceReport
 from firmware_py.session import Session
 from firmware_py.state import Fault, Mode, Observation, StateMachine, Verdict, judge
-from firmware_py.view import StatusView
 from hw.clock import ClockReading, monotonic_us, utc_iso
 from recorder.recorder import Recorder, RecorderEvent, RecorderSettings
 from recorder.recovery import recover
@@ -52,6 +51,9 @@ from signer.sealer import Sealer
 from store.index import Index, IndexUnavailable
 from uplink.client import Uplink, UplinkSettings
 from uplink.upload import Uploader
+
+if TYPE_CHECKING:
+    from firmware_py.view import StatusView
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
 from evidence.verify import Report, UnreadableInput, verify
 
 _MARK = {"error": "FAIL", "warning": "warn", "notice": "note"}
@@ -48,6 +40,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     show_bar = sys.stderr.isatty() and not args.json
     try:
         if show_bar:
+            from rich.progress import (  # the service path never loads rich (ADR 0019)
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             with Progress(
                 "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), transient=True,

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import ValidationError, best_match  # type: ignore[import-untyped]
-from referencing import Registry, Resource
+if TYPE_CHECKING:  # jsonschema loads on the first check, not with the unit (ADR 0019)
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
+    from referencing import Registry
 
 ID_PREFIX = "urn:liuhen:mqtt:v1:"
 NAMES = ("presence", "status", "ledger-line", "command-envelope", "command", "reply")
@@ -35,6 +36,8 @@ def schema_text(name: str) -> str:
 
 @cache
 def _registry() -> Registry[Any]:
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry()
     for name in ("defs", *NAMES):
         resource = Resource.from_contents(json.loads(schema_text(name)))
@@ -46,12 +49,16 @@ def _registry() -> Registry[Any]:
 def validator(name: str) -> Draft202012Validator:
     if name not in NAMES:
         raise KeyError(f"no schema {name!r}; known: {', '.join(NAMES)}")
+    from jsonschema import Draft202012Validator
+
     schema = _registry().contents(ID_PREFIX + name)
     return Draft202012Validator(schema, registry=_registry())
 
 
 def check(name: str, document: Any) -> None:
     """Raise SchemaError if ``document`` does not match schema ``name``."""
+    from jsonschema.exceptions import best_match
+
     error = best_match(validator(name).iter_errors(document))
     if error is not None:
         raise SchemaError(describe(error)) from None
