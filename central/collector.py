@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from central.blobs import Blobs
 from central.receipts import make_receipt, sign_receipt
 from central.store import CentralStore, Row
+from evidence.parts import part_scheme
 from evidence.records import is_encrypted
 from evidence.verify import Report, compare_file, file_sha256, hash_file
 from signer.keys import KeyBackend
@@ -53,10 +54,12 @@ AlertSink = Callable[[str, str, str], None]  # device, code, message
 
 def judge(path: Path, segment: Row) -> str | None:
     """None if the file is byte for byte what the entry commits to; else what differs."""
-    expected = {"bytes": segment["bytes"], "parts": json.loads(segment["parts"])}
+    expected = {
+        "bytes": segment["bytes"], "sha256": segment["sha256"], "parts": json.loads(segment["parts"])
+    }  # fmt: skip
     report = Report(str(path))
     try:
-        hasher = hash_file(path, lambda n: None, encrypted=is_encrypted(path))
+        hasher = hash_file(path, lambda n: None, is_encrypted(path), part_scheme(expected))
     except ValueError as exc:
         return f"not the segment file its entry describes: {exc}"
     if compare_file(path, expected, hasher, report, f"entry {segment['entry_seq']}"):

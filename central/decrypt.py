@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from evidence.envelope import sha256_hex
 from evidence.ledger import LEDGER_FILE, Entry
-from evidence.parts import hash_parts, iter_boxes, whole_fragment_prefix
+from evidence.parts import fragment_digests, iter_boxes, part_scheme, whole_fragment_prefix
 from evidence.records import AgencyKey, EncryptionError, RecordPartHasher, decrypt
 from evidence.verify import Report, UnreadableInput, compare_file, device_key
 
@@ -91,9 +91,9 @@ def find_entry(evidence: Path, name: str, trust: Path | None) -> tuple[Entry, di
 class _HashingReader:
     """The source file, hashed part by part as the decryptor reads it (one read)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, scheme: str) -> None:
         self._f = f
-        self.hasher = RecordPartHasher(whole_file=False)
+        self.hasher = RecordPartHasher(whole_file=False, scheme=scheme)
         self.broken = False
 
     def read(self, n: int = -1) -> bytes:
@@ -153,16 +153,9 @@ def embed_c2pa(plain: Path, out: Path, signing: Signing, entry: Entry,
                            segment_claim(out.name, facts))  # fmt: skip
     except (C2paEmbedError, KeyBackendError, OSError) as exc:
         raise DecryptFailed(f"C2PA manifest not embedded: {exc}") from None
-    if _fragments(out) != _fragments(plain):  # checked against the entry already
+    if fragment_digests(out) != fragment_digests(plain):  # checked against the entry already
         out.unlink()
         raise DecryptFailed("embedding C2PA changed the media fragments; nothing written")
-
-
-def _fragments(path: Path) -> list[str]:
-    """SHA-256 of each fragment (every part but the init part, which C2PA rewrites)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        return [p.sha256 for p in hash_parts(f, list(iter_boxes(f, size)), size)[1:]]
 
 
 def decrypt_segment(
@@ -183,7 +176,7 @@ def decrypt_segment(
                             "was interrupted (remove it)") from None  # fmt: skip
     try:
         with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            reader = _HashingReader(src)
+            reader = _HashingReader(src, part_scheme(segment))
             try:
                 result = decrypt(reader, dst, key)  # type: ignore[arg-type]
             except EncryptionError:

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from evidence.parts import Part
+from evidence.parts import PREFIX, Digests, Part
 
 MAGIC = b"LIUHENC1"
 FORMAT_VERSION = 1
@@ -331,26 +331,23 @@ class RecordPartHasher:
     ``whole_end`` is where the last whole part ends (a recovery cuts there).
     """
 
-    def __init__(self, whole_file: bool = True) -> None:
+    def __init__(self, whole_file: bool = True, scheme: str = PREFIX) -> None:
         self.parts: list[Part] = []
-        self._whole = whole_file
-        self.file_sha256 = hashlib.sha256()
+        self._digests = Digests(scheme, whole_file)
+        self.file_sha256 = self._digests.whole
         self.position = 0
         self.whole_end = 0
         self._need = 12  # bytes of the next framing field or body still to come
         self._field = bytearray()
         self._in_body = False
         self._preamble_done = False
-        self._part = hashlib.sha256()
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        if self._whole:
-            self.file_sha256.update(view)
         while view:
             n = min(self._need, len(view))
             chunk = view[:n]
-            self._part.update(chunk)
+            self._digests.update(chunk)
             if not self._in_body:
                 self._field += chunk
             self.position += n
@@ -381,12 +378,9 @@ class RecordPartHasher:
 
     def _close_part(self) -> None:
         start = self.whole_end
-        self.parts.append(
-            Part(len(self.parts), start, self.position - start, self._part.hexdigest())
-        )
+        self.parts.append(Part(len(self.parts), start, self.position - start, self._digests.cut()))
         self.whole_end = self.position
         self._preamble_done = True
-        self._part = hashlib.sha256()
 
     def finish(self) -> list[Part]:
         """The parts; the stream must end on a record boundary."""

@@ -34,7 +34,7 @@ from evidence.ledger import (
     Entry,
     key_id,
 )
-from evidence.parts import StreamingPartHasher
+from evidence.parts import PREFIX, StreamingPartHasher, part_scheme
 from evidence.records import EncryptionError, RecordPartHasher
 
 Severity = Literal["error", "warning", "notice"]
@@ -126,12 +126,16 @@ def device_key(
 Hasher = StreamingPartHasher | RecordPartHasher
 
 
-def hash_file(path: Path, progress: Callable[[int], None], encrypted: bool = False) -> Hasher:
-    """Per-part hashes in one sequential read. The parts cover every byte, so equal
-    parts and length mean an equal file: the whole-file digest is not computed.
+def hash_file(
+    path: Path, progress: Callable[[int], None], encrypted: bool = False, scheme: str = PREFIX
+) -> Hasher:
+    """Part digests (under ``scheme``) in one sequential read. The parts cover every
+    byte, so equal parts and length mean an equal file: no separate whole-file digest.
     ``encrypted``: parts are the records of a LIUHENC1 file (no key is needed)."""
     hasher: Hasher = (
-        RecordPartHasher(whole_file=False) if encrypted else StreamingPartHasher(whole_file=False)
+        RecordPartHasher(whole_file=False, scheme=scheme)
+        if encrypted
+        else StreamingPartHasher(whole_file=False, scheme=scheme)
     )
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -366,7 +370,8 @@ def _check_segment(seg: dict[str, Any], evidence: Path, files: dict[str, Path], 
     if path is None:
         report.add("error", "missing", name, f"{where}: the segment file is not in {evidence}")
         return
-    hasher = hash_file(path, progress, encrypted=isinstance(seg.get("encryption"), dict))
+    encrypted = isinstance(seg.get("encryption"), dict)
+    hasher = hash_file(path, progress, encrypted, part_scheme(seg))
     report.bytes_hashed += hasher.position
     if not compare_file(path, seg, hasher, report, where):
         mismatched[name] = file_sha256(path)

@@ -8,6 +8,7 @@ Must not: guess media that is not on disk.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def read_encrypted_segment(path: Path, row: dict[str, Any] | None) -> WrittenSeg
     return WrittenSegment(
         path=path,
         size=hasher.whole_end,  # framing broken: the entry covers the whole records only
-        sha256=hasher.file_sha256.hexdigest(),
+        # the prefix digest of the last whole record: the SHA-256 of exactly ``size`` bytes
+        sha256=hasher.parts[-1].sha256 if hasher.parts else hashlib.sha256().hexdigest(),
         parts=list(hasher.parts),
         media_start_us=start,
         media_end_us=None,

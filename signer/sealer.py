@@ -25,7 +25,7 @@ from typing import Any
 from evidence.certs import fingerprint, load_chain_pem
 from evidence.durable import fsync_dir
 from evidence.ledger import CERT_FILE, LEDGER_FILE, Entry, Ledger, LedgerError, Stamp, iter_lines
-from evidence.parts import hash_segment_file
+from evidence.parts import fragment_digests, hash_segment_file, part_scheme
 from hw.clock import ClockReading, boot_id, clock_synced, utc_iso
 from signer.keys import KeyBackend, KeyBackendError, KeySpec, open_backend
 from store.index import SealingQueue, open_sealing_queue
@@ -64,6 +64,9 @@ def segment_body(row: dict[str, Any], context: dict[str, Any] | None = None) -> 
             "bytes": row["bytes"],
             "sha256": row["sha256"],
             "parts": json.loads(row["parts"]),
+            "part_digest": part_scheme(
+                {"sha256": row["sha256"], "parts": json.loads(row["parts"])}
+            ),
             "media_start_us": row["media_start_us"],
             "media_end_us": row["media_end_us"],
             "wall_start": row["wall_start"],
@@ -354,8 +357,7 @@ class Sealer:
             log.warning("sealer: %s sealed without C2PA: %s", row["name"], exc)
             return row
         written = hash_segment_file(new)
-        before = json.loads(row["parts"])[1:]
-        if [p.sha256 for p in written.parts[1:]] != [p[2] for p in before]:
+        if fragment_digests(new) != fragment_digests(path):
             new.unlink()
             log.error(
                 "sealer: C2PA embedding changed the media of %s; kept without C2PA", row["name"]

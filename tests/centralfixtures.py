@@ -126,11 +126,15 @@ def encrypted_file(plain: bytes, name: str, records: int = 4) -> bytes:
     )
 
 
-def segment_body(name: str, data: bytes, recording: int = 1, seq: int = 1) -> dict[str, Any]:
+def segment_body(
+    name: str, data: bytes, recording: int = 1, seq: int = 1, scheme: str = "prefix"
+) -> dict[str, Any]:
+    """A segment entry's body for ``data``; ``scheme="part"`` makes one as a unit before
+    ADR 0019 wrote it (each part hashed on its own, no ``part_digest``)."""
     from evidence.records import RecordPartHasher, is_encrypted_bytes
 
     encrypted = is_encrypted_bytes(data)
-    hasher = RecordPartHasher() if encrypted else StreamingPartHasher()
+    hasher = (RecordPartHasher if encrypted else StreamingPartHasher)(scheme=scheme)
     hasher.update(data)
     parts = [[p.offset, p.length, p.sha256] for p in hasher.finish()]
     extra = {"encryption": {"kem": "MLKEM768-X25519", "records": len(parts) - 1,
@@ -140,7 +144,8 @@ def segment_body(name: str, data: bytes, recording: int = 1, seq: int = 1) -> di
         "sha256": hasher.file_sha256.hexdigest(), "parts": parts,
         "media_start_us": (seq - 1) * 5_000_000, "media_end_us": seq * 5_000_000,
         "wall_start": "2024-05-02T08:00:00.000Z", "wall_end": "2024-05-02T08:00:05.000Z",
-        "video_frames": 150, "audio_frames": 0, "c2pa": False, **extra}}  # fmt: skip
+        "video_frames": 150, "audio_frames": 0, "c2pa": False, **extra,
+        **({"part_digest": "prefix"} if scheme == "prefix" else {})}}  # fmt: skip
 
 
 def append_segment(ledger: SignedLedger, name: str, data: bytes, **kw: Any) -> tuple[int, bytes]:
